@@ -1,0 +1,39 @@
+# Two commands: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+# The set-up creates .venv when absent, installs the CPU build of torch first (pinned, so pip never
+# pulls a CUDA build on a CPU machine), then this package, and the real Fashion-MNIST from Debian.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed $(FMNIST_DIR)/train-images-idx3-ubyte.gz
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The real, offline dataset of the demo and the tests.
+$(FMNIST_DIR)/train-images-idx3-ubyte.gz:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing from $(FMNIST_DIR) and apt-get is not usable here (needs root)."; \
+		echo "Run 'sudo apt-get install -y dataset-fashion-mnist', or download the four IDX files and pass --data-dir."; \
+		exit 1; \
+	fi
+
+demo: setup
+	$(BIN)/landscape partition --dataset fashion-mnist --scheme dirichlet --alpha 0 --num-clients 100 --seed 0 \
+		--out $(DEMO_OUT)/partition.json --plot $(DEMO_OUT)/partition.png
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

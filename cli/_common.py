@@ -1,0 +1,44 @@
+"""Shared CLI plumbing: turning library errors into one-paragraph messages, common options, JSON output."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Map the toolkit's ``LandscapeError`` (and unreadable files) to a clean ``click`` error: message, exit 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from fedtrain.errors import LandscapeError
+
+        try:
+            return func(*args, **kwargs)
+        except LandscapeError as err:
+            raise click.ClickException(str(err)) from None
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as err:
+            raise click.ClickException(f"Cannot use {err.filename}: {err.strerror}. Check the path and its permissions.") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def seed_option(default: int = 0, help: str = "Seed of every random choice; recorded with the result.") -> Callable[[F], F]:
+    """``--seed INTEGER``."""
+    return click.option("--seed", type=int, default=default, show_default=True, help=help)
+
+
+def data_dir_option(func: F) -> F:
+    """``--data-dir PATH``: where datasets are looked for first."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding the dataset files (required for CIFAR; Fashion-MNIST is found under /usr/share/datasets).",
+    )(func)

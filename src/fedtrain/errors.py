@@ -1,0 +1,23 @@
+"""The toolkit's exception hierarchy: every user-facing failure is one of these, with a message that says how to fix it."""
+
+from __future__ import annotations
+
+
+class LandscapeError(Exception):
+    """Base class: a problem with the user's input that the CLI reports as one paragraph, without a traceback."""
+
+
+class ConfigError(LandscapeError, ValueError):
+    """A nonsensical or inconsistent setting (a negative rho, an unknown model, steps < 2...)."""
+
+
+class DataNotFoundError(LandscapeError, FileNotFoundError):
+    """A dataset's files are not where they were looked for."""
+
+
+class DataFormatError(LandscapeError, ValueError):
+    """A dataset's files exist but are truncated, corrupt or of another format."""
+
+
+class CheckpointError(LandscapeError, ValueError):
+    """A checkpoint is missing, truncated, foreign or incompatible with the request."""
