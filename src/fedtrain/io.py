@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "write_json", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "write_json", "read_json", "save_figure"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -64,3 +64,19 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 200) -> list[Path]:
+    """Save a matplotlib figure atomically. A path without suffix is written as both ``.png`` and ``.pdf``.
+
+    Returns the paths written.
+    """
+    import io
+
+    target = Path(path)
+    targets = [target.with_suffix(".png"), target.with_suffix(".pdf")] if target.suffix == "" else [target]
+    for file in targets:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=file.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+        atomic_write_bytes(file, buffer.getvalue())
+    return targets

@@ -37,7 +37,7 @@ import torch
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 from fedtrain.io import read_json, write_json
 
-__all__ = ["SCHEMES", "Partition", "make_partition", "save_partition", "load_partition"]
+__all__ = ["SCHEMES", "Partition", "make_partition", "build_partition", "save_partition", "load_partition"]
 
 SCHEMES = ("dirichlet", "iid", "dirichlet-class")
 ARTIFACT_FORMAT = "fedlandscape.partition"
@@ -204,6 +204,12 @@ def _one_class_per_client(
     classes_of = np.array([present[k % len(present)] for k in range(num_clients)])[rng.permutation(num_clients)]
     shards, taken = [], np.zeros(num_classes, dtype=np.int64)
     for c in classes_of:
+        if n > pools[c].size:
+            raise ConfigError(
+                f"alpha=0 puts one class on each client, but a client of {n} samples is larger than class {c} "
+                f"({pools[c].size} samples). Use at most {min(p.size for p in pools if p.size)} samples per client "
+                "(--samples-per-client) or more clients."
+            )
         if taken[c] + n > pools[c].size:
             need = int((classes_of == c).sum()) * n
             raise ConfigError(
@@ -314,3 +320,29 @@ def load_partition(path: str | os.PathLike[str]) -> Partition:
             "Rebuild it with `landscape partition`."
         )
     return partition
+
+
+def build_partition(
+    dataset: str,
+    *,
+    scheme: str,
+    num_clients: int,
+    alpha: float | None = None,
+    seed: int = 0,
+    samples_per_client: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Partition:
+    """Load ``dataset`` and partition its training split (see :func:`make_partition`)."""
+    from fedtrain.data import load_dataset
+
+    data = load_dataset(dataset, data_dir)
+    return make_partition(
+        data.train_labels,
+        scheme=scheme,
+        num_clients=num_clients,
+        alpha=alpha,
+        seed=seed,
+        samples_per_client=samples_per_client,
+        dataset=dataset,
+        num_classes=data.num_classes,
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real Fashion-MNIST (installed by the set-up) and tiny IDX/CIFAR fixture writers."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The real Fashion-MNIST. The set-up (`make test`) installs it; its absence is a failure, not a skip."""
+    from fedtrain.data import load_dataset
+
+    return load_dataset("fashion-mnist")
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """Write an unsigned-byte IDX file (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def write_mnist_like(folder: Path, num_train: int = 50, num_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+    """A tiny MNIST-format dataset; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train_images": rng.integers(0, 256, (num_train, 28, 28)),
+        "train_labels": np.arange(num_train) % 10,
+        "test_images": rng.integers(0, 256, (num_test, 28, 28)),
+        "test_labels": np.arange(num_test) % 10,
+    }
+    names = {
+        "train_images": "train-images-idx3-ubyte",
+        "train_labels": "train-labels-idx1-ubyte",
+        "test_images": "t10k-images-idx3-ubyte",
+        "test_labels": "t10k-labels-idx1-ubyte",
+    }
+    for key, name in names.items():
+        write_idx(folder / name, arrays[key], gz=gz)
+    return arrays
+
+
+def write_cifar(root: Path, num_classes: int = 10, per_batch: int = 12, seed: int = 0) -> dict:
+    """Tiny CIFAR-10/100 "python version" batches in the canonical pickle layout; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    if num_classes == 10:
+        folder, train_files, test_files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+    else:
+        folder, train_files, test_files, key = root / "cifar-100-python", ["train"], ["test"], b"fine_labels"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in train_files + test_files:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, num_classes, per_batch)]
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"batch_label": b"x", key: labels, b"data": data, b"filenames": [b"f"] * per_batch}, handle)
+        written[name] = (data, labels)
+    return written
