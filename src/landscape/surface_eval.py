@@ -1,0 +1,197 @@
+"""Evaluating a model's loss and accuracy at many parameter points per pass over in-memory data.
+
+The engine behind loss surfaces: for each data batch, every parameter set of a chunk is evaluated
+through ``torch.func.functional_call`` on a private eval-mode copy of the model (a Python loop over
+the points, or ``torch.func.vmap`` over stacked parameters), and per-sample cross-entropy losses and
+0/1 correctness are reduced in float64 to a mean and a standard error per point. The caller's model
+(weights, buffers, ``.grad``, ``requires_grad``, train/eval mode) is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from fedtrain.errors import ConfigError
+
+__all__ = ["PointStats", "Evaluator", "BN_MODES", "METHODS", "has_batchnorm"]
+
+BN_MODES: tuple[str, ...] = ("eval", "recalibrate")
+METHODS: tuple[str, ...] = ("loop", "vmap")
+BnMode = Literal["eval", "recalibrate"]
+Method = Literal["loop", "vmap"]
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """Mean and standard error of the loss and of the accuracy (in percent) at each of P points.
+
+    The standard error of a mean over N samples is ``sqrt(s^2 / N)`` with ``s^2`` the unbiased
+    sample variance of the per-sample values (cross-entropy losses, or 100 x 0/1 correctness).
+    """
+
+    loss: np.ndarray
+    loss_stderr: np.ndarray
+    acc: np.ndarray
+    acc_stderr: np.ndarray
+    num_examples: int
+
+
+class _Moments:
+    """Running count, float64 sum and sum of squared deviations per point (Chan et al.'s parallel update).
+
+    The mean is the float64 sum divided by N, so one batch covering all samples gives exactly
+    ``losses.double().sum() / N``; the squared deviations are combined batch by batch, which stays
+    accurate when the variance is small compared with the mean.
+    """
+
+    def __init__(self, num_points: int) -> None:
+        self.count = 0
+        self.total = torch.zeros(num_points, dtype=torch.float64)
+        self.m2 = torch.zeros(num_points, dtype=torch.float64)
+
+    def update(self, values: Tensor) -> None:
+        """Add a ``(P, B)`` block of per-sample values."""
+        values = values.to(torch.float64)
+        batch = values.shape[1]
+        batch_total = values.sum(dim=1)
+        batch_mean = batch_total / batch
+        batch_m2 = ((values - batch_mean[:, None]) ** 2).sum(dim=1)
+        if self.count:
+            delta = batch_mean - self.total / self.count
+            self.m2 += batch_m2 + delta**2 * (self.count * batch / (self.count + batch))
+        else:
+            self.m2 += batch_m2
+        self.total += batch_total
+        self.count += batch
+
+    def mean_and_stderr(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = (self.total / self.count).numpy()
+        if self.count < 2:
+            return mean, np.full_like(mean, np.nan)
+        return mean, (self.m2 / (self.count - 1) / self.count).sqrt().numpy()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether the model has BatchNorm layers that track running statistics."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+class Evaluator:
+    """Evaluates parameter sets of one architecture on in-memory data, in chunks of points per data pass.
+
+    Holds an eval-mode deep copy of the model (only its structure is used; parameters and buffers
+    always come from the dicts passed in) and the model's buffers at construction time.
+
+    Args:
+        model: the architecture (and, for ``bn="eval"``, the frozen BatchNorm statistics). Not modified.
+        batch_size: samples per forward pass. On a CPU small batches (64) are often fastest.
+        method: ``"loop"`` (one ``functional_call`` per point per batch) or ``"vmap"`` (all points of
+            a chunk in one vectorised call over stacked parameters).
+        bn: ``"eval"``: frozen running statistics of ``model``; ``"recalibrate"``: running statistics
+            recomputed at every point from ``recalibration_inputs`` (cumulative average over them,
+            as ``torch.optim.swa_utils.update_bn`` does).
+        recalibration_inputs: inputs for ``bn="recalibrate"`` (normally training data).
+
+    Raises:
+        ConfigError: bad batch size, method or BN mode, or recalibration without data.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        batch_size: int = 64,
+        method: Method = "loop",
+        bn: BnMode = "eval",
+        recalibration_inputs: Tensor | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+        if bn not in BN_MODES:
+            raise ConfigError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}.")
+        if bn == "recalibrate" and recalibration_inputs is None:
+            raise ConfigError("bn='recalibrate' needs recalibration_inputs (training inputs to recompute BatchNorm statistics).")
+        self.batch_size = batch_size
+        self.method = method
+        self.bn = bn
+        self.recalibration_inputs = recalibration_inputs
+        self._module = copy.deepcopy(model).eval()
+        self._module.requires_grad_(False)
+        self._buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+        self._recalibrating = bn == "recalibrate" and has_batchnorm(model)
+        if self._recalibrating:
+            self._train_module = copy.deepcopy(self._module).train()
+            for module in self._train_module.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.momentum = None  # cumulative average over all recalibration batches
+
+    def buffers_for(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The buffers used at ``params``: the frozen ones, or BatchNorm statistics recomputed there."""
+        if not self._recalibrating:
+            return self._buffers
+        fresh = {}
+        for name, buffer in self._buffers.items():
+            if name.endswith("running_var"):
+                fresh[name] = torch.ones_like(buffer)
+            elif name.endswith(("running_mean", "num_batches_tracked")):
+                fresh[name] = torch.zeros_like(buffer)
+            else:
+                fresh[name] = buffer.clone()
+        inputs = self.recalibration_inputs
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], self.batch_size):
+                # functional_call writes BatchNorm's in-place statistic updates into ``fresh``.
+                functional_call(self._train_module, {**params, **fresh}, (inputs[start : start + self.batch_size],))
+        return fresh
+
+    def _logits(self, params: Sequence[Mapping[str, Tensor]], buffers: Sequence[Mapping[str, Tensor]], x: Tensor) -> Tensor:
+        if self.method == "loop" or len(params) == 1:
+            return torch.stack([functional_call(self._module, {**p, **b}, (x,)) for p, b in zip(params, buffers)])
+        stacked_params = {name: torch.stack([p[name] for p in params]) for name in params[0]}
+        if buffers[0] is self._buffers:  # shared frozen buffers: not batched
+            return vmap(lambda p: functional_call(self._module, {**p, **self._buffers}, (x,)))(stacked_params)
+        stacked_buffers = {name: torch.stack([b[name] for b in buffers]) for name in buffers[0]}
+        return vmap(lambda p, b: functional_call(self._module, {**p, **b}, (x,)))(stacked_params, stacked_buffers)
+
+    def evaluate(self, params: Sequence[Mapping[str, Tensor]], inputs: Tensor, labels: Tensor) -> PointStats:
+        """Loss and accuracy of every parameter set on ``(inputs, labels)``, in one pass over the data.
+
+        Args:
+            params: P parameter dicts (names as in ``model.named_parameters()``).
+            inputs: ``(N, ...)`` float inputs, already normalised.
+            labels: ``(N,)`` int64 class labels.
+
+        Returns:
+            Per-point means and standard errors. For each point the batches are visited in the same
+            order with the same sizes whatever the chunk, so results do not depend on P for ``loop``.
+
+        Raises:
+            ConfigError: empty data or mismatched inputs and labels.
+        """
+        if inputs.shape[0] == 0 or inputs.shape[0] != labels.shape[0]:
+            raise ConfigError(f"Need as many inputs as labels and at least one; got {inputs.shape[0]} and {labels.shape[0]}.")
+        params = list(params)
+        buffers = [self.buffers_for(p) for p in params]
+        losses, correct = _Moments(len(params)), _Moments(len(params))
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], self.batch_size):
+                x, y = inputs[start : start + self.batch_size], labels[start : start + self.batch_size]
+                logits = self._logits(params, buffers, x)  # (P, B, C)
+                per_sample = nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), y.repeat(len(params)), reduction="none"
+                ).reshape(len(params), -1)
+                losses.update(per_sample)
+                correct.update((logits.argmax(dim=-1) == y).to(torch.float64) * 100.0)
+        loss, loss_stderr = losses.mean_and_stderr()
+        acc, acc_stderr = correct.mean_and_stderr()
+        return PointStats(loss, loss_stderr, acc, acc_stderr, int(inputs.shape[0]))
