@@ -1,0 +1,169 @@
+"""One client's local training: E epochs of mini-batch SGD, SAM or ASAM from the global weights, returning its delta.
+
+Semantics follow the FedSAM reference (Caldarola et al., ECCV 2022, ``models/clients/client.py``): the
+client starts from the global weights, builds a fresh ``torch.optim.SGD(lr, momentum, weight_decay)``,
+and runs ``local_epochs`` passes over its shard in a random order (the last batch may be smaller, as
+with a ``DataLoader`` without ``drop_last``). The order and any augmentation come from the generator
+passed in, which the run derives from ``(seed, round, client)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedtrain.data import augment_batch
+from fedtrain.errors import LandscapeError
+from fedtrain.sam import SAM
+
+__all__ = ["OPTIMIZERS", "ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "client_update"]
+
+OPTIMIZERS = ("sgd", "sam", "asam")
+
+
+class NonFiniteLossError(LandscapeError, ArithmeticError):
+    """Training produced a NaN or infinite loss (usually a learning rate or rho that is too large)."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What a client needs to know to train: the local optimiser and its hyper-parameters for this round.
+
+    ``optimizer`` is ``sgd`` (FedAvg), ``sam`` (FedSAM) or ``asam`` (FedASAM); ``rho``/``eta`` are
+    used by the last two only.
+    """
+
+    lr: float
+    local_epochs: int = 1
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    optimizer: str = "sgd"
+    rho: float = 0.0
+    eta: float = 0.0
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ClientShard:
+    """A client's training data: uint8 images ``(n, C, H, W)``, int64 labels, and the normalisation to apply per batch."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def num_examples(self) -> int:
+        """Number of training samples ``n_k`` (the client's weight in the average)."""
+        return int(self.labels.numel())
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A client's result: ``delta = w_k - w`` per state-dict entry, its sample count, and training metrics."""
+
+    delta: dict[str, torch.Tensor]
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _batches(shard: ClientShard, cfg: ClientConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised (optionally augmented) mini-batches for all local epochs, in the generator's order."""
+    n = shard.num_examples
+    for _ in range(cfg.local_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            images = shard.images[idx]
+            if cfg.augment:
+                images = augment_batch(images, generator)
+            yield shard.normalize(images), shard.labels[idx]
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics must not see the perturbed (second) SAM pass: freeze them for its duration."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def client_update(
+    worker: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    shard: ClientShard,
+    cfg: ClientConfig,
+    generator: torch.Generator,
+) -> ClientUpdate:
+    """Train one client from the global weights and return its weight change.
+
+    Args:
+        worker: scratch module of the run's architecture; its state is overwritten with ``global_state``
+            and then trained (it is the training loop's own workspace, never a caller's model).
+        global_state: the global model's state dict (not modified).
+        shard: the client's data.
+        cfg: the local optimiser for this round.
+        generator: the client's generator for this round (data order, augmentation).
+
+    Returns:
+        The update; ``metrics["train_loss"]`` is the sample-weighted mean mini-batch loss at the
+        unperturbed weights (the first pass for SAM/ASAM), as the reference logs it.
+
+    Raises:
+        NonFiniteLossError: a mini-batch loss was NaN or infinite.
+    """
+    worker.load_state_dict(global_state)
+    worker.train()
+    named = [(name, p) for name, p in worker.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    base = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sam = None
+    if cfg.optimizer in ("sam", "asam"):
+        sam = SAM(named, base, rho=cfg.rho, adaptive=cfg.optimizer == "asam", eta=cfg.eta)
+    elif cfg.optimizer != "sgd":
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}.")
+
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    steps = 0
+    for x, y in _batches(shard, cfg, generator):
+        for p in params:
+            p.grad = None
+        loss = F.cross_entropy(worker(x), y)
+        loss.backward()
+        loss_sum += loss.detach().to(torch.float64) * y.numel()
+        if sam is None:
+            base.step()
+        else:
+            sam.perturb()
+            with _frozen_batchnorm_statistics(worker):
+                F.cross_entropy(worker(x), y).backward()
+            sam.restore_and_step()
+        steps += 1
+    for p in params:
+        p.grad = None
+
+    mean_loss = float(loss_sum) / max(shard.num_examples * cfg.local_epochs, 1)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(
+            f"The training loss became non-finite ({mean_loss}) during local training with lr={cfg.lr}, "
+            f"optimizer={cfg.optimizer}, rho={cfg.rho}. Lower the learning rate (or rho), then resume from the "
+            "last good checkpoint or start again."
+        )
+    with torch.no_grad():
+        new_state = worker.state_dict()
+        delta = {name: new_state[name] - value for name, value in global_state.items()}
+    return ClientUpdate(delta=delta, num_examples=shard.num_examples, metrics={"train_loss": mean_loss, "steps": float(steps)})

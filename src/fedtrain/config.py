@@ -1,0 +1,260 @@
+"""Training configuration: one frozen record of every setting, presets, config files, and their resolution order.
+
+Resolution order (later wins): dataclass defaults -> ``preset`` -> config file (TOML or YAML) -> explicit
+overrides (CLI flags). The resolved record is what a run saves as ``config.json`` and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedtrain.errors import ConfigError
+
+__all__ = [
+    "ALGORITHMS",
+    "PRESETS",
+    "SWA_FIELDS",
+    "TrainConfig",
+    "preset_config",
+    "load_config_file",
+    "resolve_config",
+]
+
+ALGORITHMS = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
+DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
+SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a federated training run (defaults: the paper's CIFAR-10 hyper-parameters, 100 rounds).
+
+    Attributes:
+        dataset, data_dir: what to train on (see :func:`fedtrain.data.load_dataset`).
+        model, model_kwargs: a :data:`fedtrain.models.MODELS` name and its extra arguments (e.g. ``hidden``).
+        partition, alpha, num_clients, samples_per_client: the federated split (:func:`fedtrain.partition.make_partition`).
+        algorithm: ``fedavg`` (local SGD), ``fedsam`` (local SAM) or ``fedasam`` (local ASAM).
+        rho, eta: SAM/ASAM radius and ASAM offset; ``rho=None`` resolves to 0.1 (FedSAM) / 0.7 (FedASAM).
+        swa, swa_start, swa_c, swa_lr, swa_collect: server-side SWA (:mod:`fedtrain.swa`). ``swa_start`` < 1
+            is a fraction of ``rounds``, >= 1 a round index.
+        rounds, clients_per_round, local_epochs, batch_size, lr, weight_decay, momentum: the FedAvg loop.
+        server_lr, server_momentum: the server optimiser (1 and 0 = FedAvg; momentum > 0 = FedAvgM).
+        eval_every, eval_last, eval_examples: evaluate every ``eval_every`` rounds and at every one of the
+            last ``eval_last`` rounds, on ``eval_examples`` test images (``None`` = the whole test set).
+        last_k: the summary's "final accuracy" is the mean over the last ``last_k`` evaluations (paper: 100 rounds).
+        checkpoint_every, checkpoint_rounds: ``latest.pt`` every so many rounds (0: only at evaluations)
+            and extra kept checkpoints ``round_XXXXX.pt`` after these rounds.
+        seed: the seed of every random choice (model init, partition, client sampling, data order).
+        preset: the preset the config started from, recorded for the reader.
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    model: str = "cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    partition: str = "dirichlet"
+    alpha: float | None = 0.0
+    num_clients: int = 100
+    samples_per_client: int | None = None
+    algorithm: str = "fedavg"
+    rho: float | None = None
+    eta: float = 0.2
+    swa: bool = False
+    swa_start: float = 0.75
+    swa_c: int = 10
+    swa_lr: float = 1e-4
+    swa_collect: str = "end"
+    rounds: int = 100
+    clients_per_round: int = 5
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 4e-4
+    momentum: float = 0.0
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    eval_every: int = 10
+    eval_last: int = 0
+    eval_examples: int | None = None
+    last_k: int = 5
+    checkpoint_every: int = 0
+    checkpoint_rounds: tuple[int, ...] = ()
+    seed: int = 0
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rho is None and self.algorithm in DEFAULT_RHO:
+            object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        object.__setattr__(self, "checkpoint_rounds", tuple(sorted({int(r) for r in self.checkpoint_rounds})))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.algorithm in ALGORITHMS, f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        need(self.swa_collect in ("end", "reference"), f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "num_clients", "eval_every", "last_k", "swa_c"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {getattr(self, name)!r}.")
+        for name in ("eval_last", "checkpoint_every"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, f"{name} (--{name.replace('_', '-')}) must be an integer >= 0, got {getattr(self, name)!r}.")
+        need(self.clients_per_round <= self.num_clients, f"clients_per_round ({self.clients_per_round}) cannot exceed num_clients ({self.num_clients}).")
+        for name in ("lr", "server_lr"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{name} (--{name.replace('_', '-')}) must be a finite number > 0, got {value!r}.")
+        for name in ("weight_decay", "momentum", "server_momentum", "eta", "swa_lr"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, f"{name} (--{name.replace('_', '-')}) must be a finite number >= 0, got {value!r}.")
+        need(self.momentum < 1 and self.server_momentum < 1, "momentum and server_momentum must be < 1.")
+        if self.algorithm != "fedavg":
+            need(self.rho is not None and math.isfinite(self.rho) and self.rho >= 0, f"rho (--rho) must be a finite number >= 0, got {self.rho!r}.")
+        need(self.eval_examples is None or self.eval_examples >= 1, f"eval_examples must be >= 1, got {self.eval_examples}.")
+        start = self.swa_start
+        need(isinstance(start, (int, float)) and start >= 0 and (start < 1 or float(start).is_integer()),
+             f"swa_start (--swa-start) must be a fraction in [0, 1) or a whole round number, got {start!r}.")
+        if self.swa:
+            need(self.swa_start_round < self.rounds, f"SWA would start at round {self.swa_start_round}, at or after the last round ({self.rounds}); lower --swa-start.")
+
+    # --- derived values (computed, never cached) ---------------------------------------------------
+    @property
+    def optimizer(self) -> str:
+        """The local optimiser of the algorithm: ``sgd``, ``sam`` or ``asam``."""
+        return ALGORITHMS[self.algorithm]
+
+    @property
+    def swa_start_round(self) -> int:
+        """The 0-indexed round at which SWA starts (``int(0.75 * rounds)`` by default, as the reference)."""
+        return int(self.swa_start * self.rounds) if self.swa_start < 1 else int(self.swa_start)
+
+    @property
+    def uses_server_optimizer(self) -> bool:
+        """Whether the server step differs from plain FedAvg."""
+        return self.server_lr != 1.0 or self.server_momentum != 0.0
+
+    def evaluates_at(self, round: int) -> bool:
+        """Whether the model after (0-indexed) round ``round`` is evaluated: every ``eval_every``, the last ``eval_last``, the last."""
+        done = round + 1
+        return done % self.eval_every == 0 or done > self.rounds - self.eval_last or done == self.rounds
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (``from_dict(to_dict())`` round-trips)."""
+        out = dataclasses.asdict(self)
+        out["checkpoint_rounds"] = list(self.checkpoint_rounds)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; keys may use dashes (``swa-start``).
+
+        Raises:
+            ConfigError: unknown keys or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        clean = {str(k).replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(clean) - names)
+        if unknown:
+            raise ConfigError(f"Unknown training setting(s) {', '.join(unknown)}. Valid settings: {', '.join(sorted(names))}.")
+        if isinstance(clean.get("data_dir"), os.PathLike):
+            clean["data_dir"] = str(clean["data_dir"])
+        try:
+            return cls(**clean)
+        except TypeError as err:
+            raise ConfigError(f"Bad training setting: {err}.") from err
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed (re-validated; ``rho`` re-resolves if the algorithm changes and rho was not given)."""
+        values = self.to_dict()
+        if "algorithm" in changes and "rho" not in changes and self.rho == DEFAULT_RHO.get(self.algorithm):
+            values["rho"] = None
+        values.update(changes)
+        return TrainConfig.from_dict(values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's CIFAR-10 setting (fedsam.md §2.3-2.5): 100 clients x 500, K=5, E=1, B=64, lr 0.01, wd 4e-4,
+    # 10,000 rounds, evaluation every 100 rounds and at each of the last 100, "final" = mean of the last 100.
+    "paper-cifar10": dict(
+        dataset="cifar10", model="cnn", partition="dirichlet", alpha=0.0, num_clients=100, samples_per_client=500,
+        rounds=10_000, clients_per_round=5, local_epochs=1, batch_size=64, lr=0.01, weight_decay=4e-4,
+        momentum=0.0, eta=0.2, swa_c=10, swa_lr=1e-4, swa_start=0.75, eval_every=100, eval_last=100, last_k=100,
+        checkpoint_every=100,
+    ),
+    # Real Fashion-MNIST, the paper's CNN on 1x28x28, one class per client (alpha 0), sized for ~1 min of
+    # FedAvg on 2 CPU cores (see bench/bench_train.py for the measured cost of a round).
+    "quick": dict(
+        dataset="fashion-mnist", model="cnn", partition="dirichlet", alpha=0.0, num_clients=100,
+        samples_per_client=200, rounds=60, clients_per_round=10, local_epochs=1, batch_size=32, lr=0.05,
+        weight_decay=4e-4, momentum=0.0, eta=0.2, swa_c=5, swa_lr=1e-3, swa_start=0.75, eval_every=10,
+        eval_last=5, last_k=5, checkpoint_every=5,
+    ),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    """A preset (``quick`` or ``paper-cifar10``) with some settings overridden.
+
+    Raises:
+        ConfigError: unknown preset or invalid overrides.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return TrainConfig.from_dict({**PRESETS[name], "preset": name, **overrides})
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file of training settings into a dict.
+
+    A top-level ``[train]`` table, if present, is used; otherwise the whole file.
+
+    Raises:
+        ConfigError: missing file, unknown extension, or unparsable content.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"No config file at {file}. Check the path given to --config.")
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        else:
+            raise ConfigError(f"{file}: config files must end in .toml, .yaml or .yml, got {suffix or 'no extension'!r}.")
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - tomllib/yaml raise their own error types
+        raise ConfigError(f"{file} could not be parsed as {suffix[1:].upper()}: {err}. Fix the syntax.") from err
+    if isinstance(data, Mapping) and isinstance(data.get("train"), Mapping):
+        data = data["train"]
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{file} must hold a table/mapping of settings, got {type(data).__name__}.")
+    return dict(data)
+
+
+def resolve_config(
+    preset: str | None = None, config_file: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults -> preset -> config file -> overrides; a ``preset`` key in the file is honoured unless ``preset`` is given.
+
+    Raises:
+        ConfigError: any invalid part.
+    """
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    preset = preset or from_file.pop("preset", None)
+    from_file.pop("preset", None)
+    base = dict(PRESETS[preset]) if preset is not None and preset in PRESETS else {}
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    return TrainConfig.from_dict({**base, **from_file, **dict(overrides or {}), "preset": preset})

@@ -1,0 +1,360 @@
+"""A training run on disk: set-up, the round loop with its hooks, resumable checkpoints, metrics and summary.
+
+RUN_DIR layout::
+
+    config.json        the resolved TrainConfig
+    partition.json     the partition artifact (fedtrain.partition)
+    metrics.jsonl      one line per evaluated round (rewritten atomically, never half-written)
+    summary.json       final / last-k mean / best accuracy, wall time, rounds/s
+    checkpoints/       latest.pt, round_XXXXX.pt (kept rounds; always the SWA start round), final.pt
+
+Every random choice is derived from ``(seed, purpose, round, client)`` (:mod:`fedtrain._seeds`), so the
+server state (weights, server momentum, SWA mean and count, round) plus the metrics list is all a run needs
+to continue; a run killed at any moment and resumed from ``latest.pt`` ends bit-identical on CPU
+(timing fields ``seconds`` and ``samples_per_s`` excepted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedtrain._seeds import derive_seed, derived_generator
+from fedtrain.aggregate import aggregate
+from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedtrain.client import ClientConfig, ClientShard, NonFiniteLossError, client_update
+from fedtrain.config import SWA_FIELDS, TrainConfig
+from fedtrain.data import evaluation_tensors, load_dataset, subset_indices
+from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.evaluate import evaluate_state
+from fedtrain.io import atomic_write_text, read_json, to_json, write_json
+from fedtrain.models import build_model, count_parameters
+from fedtrain.partition import make_partition, save_partition
+from fedtrain.server import ServerState, select_clients, server_update
+from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
+
+__all__ = ["RunPaths", "RoundInfo", "train", "run_rounds", "load_run_config", "TIMING_FIELDS"]
+
+TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the machine, not the training
+_RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
+_IGNORED_ON_RESUME = ("data_dir",)  # may legitimately move between sessions
+_IGNORED_ON_BRANCH = (*SWA_FIELDS, "data_dir", "preset", "checkpoint_every", "checkpoint_rounds")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files live."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.json")
+    partition = property(lambda self: self.root / "partition.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    summary = property(lambda self: self.root / "summary.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    latest = property(lambda self: self.root / "checkpoints" / "latest.pt")
+    final = property(lambda self: self.root / "checkpoints" / "final.pt")
+
+    def at_round(self, round: int) -> Path:
+        """The kept checkpoint after ``round`` completed rounds."""
+        return self.checkpoints / f"round_{round:05d}.pt"
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """What one round reports besides the new server state."""
+
+    lr: float
+    train_loss: float
+    num_samples: int
+    clients: tuple[int, ...]
+
+
+@dataclass
+class _RunLog:
+    """The run's mutable bookkeeping shared by the hooks: metrics so far and time accounting."""
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before: float = 0.0
+    session_start: float = field(default_factory=time.perf_counter)
+    samples_since_eval: int = 0
+    time_at_last_eval: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+
+def run_rounds(
+    state: ServerState,
+    *,
+    rounds: int,
+    step: Callable[[ServerState], tuple[ServerState, RoundInfo]],
+    on_round_end: Sequence[Callable[[ServerState, RoundInfo], None]] = (),
+) -> ServerState:
+    """The only federated loop: ``step`` until ``rounds`` rounds are done, calling each hook after every round."""
+    while state.round < rounds:
+        state, info = step(state)
+        for hook in on_round_end:
+            hook(state, info)
+    return state
+
+
+def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The resolved config saved in ``run_dir`` (for ``--resume``).
+
+    Raises:
+        ConfigError: ``run_dir`` holds no run.
+    """
+    path = RunPaths(Path(run_dir)).config
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no training run (no config.json); there is nothing to resume. Start it without --resume.")
+    return TrainConfig.from_dict(read_json(path))
+
+
+def _differences(a: TrainConfig, b: TrainConfig, ignored: Sequence[str]) -> list[str]:
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if k not in ignored and da[k] != db[k]]
+
+
+def _prepare_dir(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: choose one.")
+    if resume or not paths.root.exists() or not any(paths.root.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{paths.root} already exists and is not empty. Pass --resume to continue that run, --overwrite to "
+            "replace it, or choose another --out."
+        )
+    for name in _RUN_FILES:
+        (paths.root / name).unlink(missing_ok=True)
+    shutil.rmtree(paths.checkpoints, ignore_errors=True)
+
+
+def _server_state(ckpt: Checkpoint) -> ServerState:
+    return ServerState(
+        round=ckpt.round,
+        params=ckpt.weights,
+        momentum=ckpt.state.get("server_momentum"),
+        swa_params=ckpt.swa_weights,
+        swa_count=ckpt.swa_count,
+    )
+
+
+def _start_from_checkpoint(config: TrainConfig, path: Path, partition_hash: str, *, branch: bool) -> tuple[ServerState, list, float]:
+    ckpt = load_checkpoint(path)
+    source = TrainConfig.from_dict(ckpt.config)
+    diff = _differences(config, source, _IGNORED_ON_BRANCH if branch else _IGNORED_ON_RESUME)
+    what = "--init-from checkpoint" if branch else "run being resumed"
+    if diff:
+        raise ConfigError(f"The {what} ({path}) was trained with a different configuration: {'; '.join(diff)}. "
+                          "Use the same settings (only the SWA settings may differ for --init-from).")
+    if (ckpt.partition or {}).get("hash") != partition_hash:
+        raise CheckpointError(f"{path} was trained on another partition (hash {(ckpt.partition or {}).get('hash')}, "
+                              f"this run's is {partition_hash}). Use the same dataset, partition settings and seed.")
+    if branch:
+        if not config.swa or ckpt.swa_weights is not None or ckpt.round > config.swa_start_round:
+            raise ConfigError(
+                f"--init-from branches a --swa run off a run without SWA at a round <= the SWA start "
+                f"({config.swa_start_round}); {path} is at round {ckpt.round}"
+                f"{' and has an SWA model' if ckpt.swa_weights is not None else ''}"
+                f"{'' if config.swa else ' and this run does not use --swa'}. Use that run's "
+                f"checkpoints/round_{config.swa_start_round:05d}.pt with --swa."
+            )
+    return _server_state(ckpt), list(ckpt.state.get("metrics", [])), float(ckpt.state.get("elapsed_seconds", 0.0))
+
+
+def train(
+    config: TrainConfig | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    init_from: str | os.PathLike[str] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train a federated run into ``out_dir`` and return its summary.
+
+    Args:
+        config: the resolved settings; with ``resume=True`` it may be ``None`` (the saved config is used)
+            and otherwise must equal the saved one.
+        out_dir: the run directory; refused if it exists and is not empty, unless ``resume`` or ``overwrite``.
+        resume: continue from ``checkpoints/latest.pt`` (from scratch if the run died before its first checkpoint).
+        overwrite: delete a previous run's files in ``out_dir`` first.
+        init_from: a checkpoint of a run without SWA, at a round <= this run's SWA start, with otherwise
+            the same settings: this ``--swa`` run continues from it (exactly as if trained from scratch).
+        progress: called after every round with ``round``, ``rounds``, ``train_loss``, ``test_accuracy`` (or None).
+
+    Returns:
+        The summary also written to ``summary.json``.
+
+    Raises:
+        ConfigError: bad settings, or a directory/checkpoint that does not fit them.
+        CheckpointError: an unreadable checkpoint.
+        NonFiniteLossError: training diverged; the last good checkpoint is kept.
+    """
+    paths = RunPaths(Path(out_dir))
+    if resume:
+        saved = load_run_config(paths.root)
+        if config is not None and (diff := _differences(config, saved, _IGNORED_ON_RESUME)):
+            raise ConfigError(f"{paths.root} was started with different settings: {'; '.join(diff)}. Resume without changing them.")
+        config = replace(saved, data_dir=config.data_dir) if config is not None else saved
+    elif config is None:
+        raise ConfigError("train() needs a config unless resume=True.")
+    if init_from is not None and resume:
+        raise ConfigError("--init-from starts a new run; it cannot be combined with --resume.")
+    _prepare_dir(paths, resume=resume, overwrite=overwrite)
+
+    dataset = load_dataset(config.dataset, config.data_dir)
+    partition = make_partition(
+        dataset.train_labels, scheme=config.partition, num_clients=config.num_clients, alpha=config.alpha,
+        seed=config.seed, samples_per_client=config.samples_per_client, dataset=config.dataset,
+        num_classes=dataset.num_classes,
+    )
+    model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
+    initial = build_model(config.model, seed=derive_seed(config.seed, "model-init"), **model_kwargs)
+    state = ServerState(round=0, params={k: v.detach().clone() for k, v in initial.state_dict().items()})
+    log = _RunLog()
+    if resume and paths.latest.is_file():
+        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, paths.latest, partition.hash, branch=False)
+    elif init_from is not None:
+        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, Path(init_from), partition.hash, branch=True)
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_json(paths.config, config.to_dict())
+    save_partition(partition, paths.partition)
+    _write_metrics(paths, log.metrics)
+
+    shards = [ClientShard(dataset.train_images[idx], dataset.train_labels[idx], dataset.normalize) for idx in partition.client_indices]
+    test_x, test_y = evaluation_tensors(dataset, "test", config.eval_examples, seed=config.seed)
+    bn_idx = subset_indices(dataset.train_labels.numel(), 2048, derive_seed(config.seed, "batchnorm"))
+    worker = build_model(config.model, seed=0, **model_kwargs)
+    evaluator = build_model(config.model, seed=0, **model_kwargs)
+    augment = dataset.augmentation == "crop-flip"
+    swa_start = config.swa_start_round
+
+    def step(state: ServerState) -> tuple[ServerState, RoundInfo]:
+        t = state.round
+        if config.swa and starts_swa_model(t, start=swa_start, collect=config.swa_collect):
+            state = replace(state, swa_params={k: v.clone() for k, v in state.params.items()}, swa_count=0)
+        lr = cyclic_lr(t, lr=config.lr, swa_lr=config.swa_lr, cycle=config.swa_c, start=swa_start) if config.swa else config.lr
+        client_cfg = ClientConfig(
+            lr=lr, local_epochs=config.local_epochs, batch_size=config.batch_size, weight_decay=config.weight_decay,
+            momentum=config.momentum, optimizer=config.optimizer, rho=config.rho or 0.0, eta=config.eta, augment=augment,
+        )
+        clients = select_clients(config.seed, t, config.num_clients, config.clients_per_round)
+        updates = [client_update(worker, state.params, shards[k], client_cfg, derived_generator(config.seed, "client", t, k)) for k in clients]
+        mean_delta = aggregate(updates)
+        if not all(bool(torch.isfinite(d).all()) for d in mean_delta.values() if d.is_floating_point()):
+            raise NonFiniteLossError(f"The clients' mean update became non-finite at round {t}. Lower the learning rate (or rho).")
+        new = server_update(state, mean_delta, server_lr=config.server_lr, server_momentum=config.server_momentum)
+        if config.swa and collects(t, start=swa_start, cycle=config.swa_c, collect=config.swa_collect):
+            swa_params, count = swa_average(new.swa_params, new.swa_count, new.params)
+            new = replace(new, swa_params=swa_params, swa_count=count)
+        n = sum(u.num_examples for u in updates) * config.local_epochs
+        loss = sum(u.metrics["train_loss"] * u.num_examples for u in updates) / max(sum(u.num_examples for u in updates), 1)
+        return new, RoundInfo(lr=lr, train_loss=loss, num_samples=n, clients=tuple(clients))
+
+    def evaluate_hook(state: ServerState, info: RoundInfo) -> None:
+        log.samples_since_eval += info.num_samples
+        if not config.evaluates_at(state.round - 1):
+            return
+        use_swa = state.swa_params is not None
+        bn_batches = (dataset.normalize(dataset.train_images[bn_idx[i : i + 256]]) for i in range(0, bn_idx.numel(), 256))
+        result = evaluate_state(evaluator, state.swa_params if use_swa else state.params, test_x, test_y, batchnorm_batches=bn_batches)
+        now = time.perf_counter()
+        log.metrics.append({
+            "round": state.round, "train_loss": info.train_loss, "test_loss": result["loss"],
+            "test_accuracy": result["accuracy"], "lr": info.lr, "model": "swa" if use_swa else "global",
+            "swa_count": state.swa_count, "seconds": log.elapsed,
+            "samples_per_s": log.samples_since_eval / max(now - log.time_at_last_eval, 1e-9),
+        })
+        log.samples_since_eval, log.time_at_last_eval = 0, now
+        _write_metrics(paths, log.metrics)
+
+    def checkpoint_hook(state: ServerState, info: RoundInfo) -> None:
+        done = state.round
+        evaluated = bool(log.metrics) and log.metrics[-1]["round"] == done
+        every = config.checkpoint_every > 0 and done % config.checkpoint_every == 0
+        kept = done in config.checkpoint_rounds or (not config.swa and done == swa_start)
+        if not (evaluated or every or kept or done == config.rounds):
+            return
+        ckpt = _checkpoint(config, model_kwargs, partition, state, log)
+        save_checkpoint(ckpt, paths.latest)
+        if kept:
+            save_checkpoint(ckpt, paths.at_round(done))
+        if done == config.rounds:
+            save_checkpoint(ckpt, paths.final)
+
+    def progress_hook(state: ServerState, info: RoundInfo) -> None:
+        if progress is not None:
+            last = log.metrics[-1] if log.metrics and log.metrics[-1]["round"] == state.round else None
+            progress({"round": state.round, "rounds": config.rounds, "train_loss": info.train_loss,
+                      "test_accuracy": None if last is None else last["test_accuracy"]})
+
+    log.time_at_last_eval = time.perf_counter()
+    try:
+        state = run_rounds(state, rounds=config.rounds, step=step, on_round_end=(evaluate_hook, checkpoint_hook, progress_hook))
+    except NonFiniteLossError as err:
+        last = f"the last good checkpoint is {paths.latest}" if paths.latest.is_file() else "no checkpoint was written yet"
+        raise NonFiniteLossError(f"{err} Training stopped at round {state.round + 1}; {last}.") from None
+    if not paths.final.is_file():  # resumed a finished run, or finished before this session
+        save_checkpoint(_checkpoint(config, model_kwargs, partition, state, log), paths.final)
+    summary = _summary(config, log, paths, partition.hash, count_parameters(initial))
+    write_json(paths.summary, summary)
+    return summary
+
+
+def _checkpoint(config: TrainConfig, model_kwargs: dict, partition: Any, state: ServerState, log: _RunLog) -> Checkpoint:
+    return Checkpoint(
+        model_name=config.model,
+        model_kwargs=model_kwargs,
+        weights=state.params,
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        swa_weights=state.swa_params,
+        swa_count=state.swa_count,
+        partition={**partition.spec, "hash": partition.hash},
+        config=config.to_dict(),
+        round=state.round,
+        state={
+            "server_momentum": state.momentum,
+            "metrics": [dict(m) for m in log.metrics],
+            "elapsed_seconds": log.elapsed,
+            "rng": {"scheme": "blake2b(seed:purpose:round:client) per component; no stored generator state", "seed": config.seed},
+        },
+    )
+
+
+def _write_metrics(paths: RunPaths, metrics: list[dict[str, Any]]) -> None:
+    # one compact line per evaluation; to_json's strictness (NaN/inf -> null) applies to every line
+    atomic_write_text(paths.metrics, "".join(json.dumps(json.loads(to_json(m))) + "\n" for m in metrics))
+
+
+def _summary(config: TrainConfig, log: _RunLog, paths: RunPaths, partition_hash: str, num_parameters: int) -> dict[str, Any]:
+    accs = [m["test_accuracy"] for m in log.metrics]
+    last = accs[-config.last_k :]
+    best = max(range(len(accs)), key=lambda i: accs[i]) if accs else None
+    wall = log.elapsed
+    return {
+        "algorithm": config.algorithm, "swa": config.swa, "dataset": config.dataset, "model": config.model,
+        "num_parameters": num_parameters, "rounds": config.rounds,
+        "final_accuracy": accs[-1] if accs else None,
+        "final_test_loss": log.metrics[-1]["test_loss"] if log.metrics else None,
+        "last_k": len(last), "last_k_mean_accuracy": sum(last) / len(last) if last else None,
+        "best_accuracy": None if best is None else accs[best],
+        "best_round": None if best is None else log.metrics[best]["round"],
+        "evaluated_model": log.metrics[-1]["model"] if log.metrics else None,
+        "swa_count": log.metrics[-1]["swa_count"] if log.metrics else 0,
+        "wall_seconds": wall, "rounds_per_second": config.rounds / wall if wall > 0 else None,
+        "partition_hash": partition_hash, "final_checkpoint": str(paths.final), "seed": config.seed,
+    }

@@ -1,0 +1,93 @@
+"""The server's side of a round: which clients train, and how the global model moves with their mean delta.
+
+The server step is FedOpt with SGD (Reddi et al., ICLR 2021) on the pseudo-gradient :math:`-\\bar\\Delta`,
+as the FedSAM reference scripts run FedAvg (``-algorithm fedopt --server-opt sgd --server-lr 1``):
+
+.. math::
+
+    m \\leftarrow \\beta m + (-\\bar\\Delta), \\qquad w \\leftarrow w - \\eta_s m
+
+with PyTorch's SGD convention that the first momentum buffer is the first pseudo-gradient. With
+:math:`\\eta_s = 1, \\beta = 0` this is exactly FedAvg, :math:`w \\leftarrow w + \\bar\\Delta`; with
+:math:`\\beta > 0` it is FedAvgM (Hsu et al. 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import torch
+
+from fedtrain._seeds import derived_generator
+
+__all__ = ["ServerState", "select_clients", "server_update"]
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything the server carries from one round to the next; exactly what a checkpoint serialises.
+
+    Attributes:
+        round: number of completed rounds (the next round to run is ``round``, 0-indexed).
+        params: the global model's state dict.
+        momentum: the server momentum buffer (``None`` until the first momentum step, or without momentum).
+        swa_params: the SWA model (``None`` until SWA has a model).
+        swa_count: number of global models averaged into ``swa_params``.
+    """
+
+    round: int
+    params: StateDict
+    momentum: StateDict | None = None
+    swa_params: StateDict | None = None
+    swa_count: int = 0
+
+
+def select_clients(seed: int, round: int, num_clients: int, k: int) -> list[int]:
+    """The ``k`` clients of round ``round``: uniform without replacement, sorted.
+
+    The generator is derived from ``(seed, round)`` only, so every algorithm trained with the same seed
+    sees the same client sequence, and the choice needs no saved random state to resume.
+
+    Raises:
+        ValueError: ``k`` is not in ``1..num_clients``.
+    """
+    if not 1 <= k <= num_clients:
+        raise ValueError(f"clients per round must be between 1 and the number of clients ({num_clients}), got {k}.")
+    generator = derived_generator(seed, "select-clients", round)
+    return sorted(torch.randperm(num_clients, generator=generator)[:k].tolist())
+
+
+def server_update(
+    state: ServerState, mean_delta: Mapping[str, torch.Tensor], *, server_lr: float = 1.0, server_momentum: float = 0.0
+) -> ServerState:
+    """Apply the clients' mean delta to the global model and advance the round.
+
+    Args:
+        state: the server state before the round.
+        mean_delta: :func:`fedtrain.aggregate.aggregate` of the round's updates.
+        server_lr: the server learning rate :math:`\\eta_s`.
+        server_momentum: the server momentum :math:`\\beta`.
+
+    Returns:
+        A new state (``state`` is not modified).
+    """
+    params: StateDict = {}
+    momentum: StateDict | None = {} if server_momentum != 0.0 else None
+    with torch.no_grad():
+        for name, value in state.params.items():
+            delta = mean_delta[name]
+            if not value.is_floating_point():
+                params[name] = value + delta  # integer counters: take the copied client value
+                continue
+            if momentum is None:
+                params[name] = value + delta if server_lr == 1.0 else value + server_lr * delta
+                continue
+            pseudo_grad = -delta
+            previous = None if state.momentum is None else state.momentum.get(name)
+            buf = pseudo_grad.clone() if previous is None else previous * server_momentum + pseudo_grad
+            momentum[name] = buf
+            params[name] = value - server_lr * buf
+    return replace(state, round=state.round + 1, params=params, momentum=momentum)

@@ -1,0 +1,76 @@
+"""client_update: local SGD equals a hand-written loop, SAM costs two passes, determinism, divergence."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from fedtrain.client import ClientConfig, ClientShard, NonFiniteLossError, client_update
+from fedtrain.models import build_model
+
+
+def _shard(n=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 4, 4), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return ClientShard(images, labels, lambda u: u.to(torch.float32) / 255.0)
+
+
+def _model():
+    return build_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(5,), seed=1)
+
+
+def test_sgd_client_equals_a_plain_loop_over_the_same_batches():
+    shard, cfg = _shard(), ClientConfig(lr=0.3, local_epochs=2, batch_size=4, weight_decay=0.01, momentum=0.5)
+    global_state = {k: v.clone() for k, v in _model().state_dict().items()}
+    update = client_update(_model(), global_state, shard, cfg, torch.Generator().manual_seed(7))
+
+    reference = _model()
+    opt = torch.optim.SGD(reference.parameters(), lr=0.3, weight_decay=0.01, momentum=0.5)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(2):
+        order = torch.randperm(10, generator=g)
+        for start in range(0, 10, 4):  # batches of 4, 4, 2: the last partial batch is kept
+            idx = order[start : start + 4]
+            opt.zero_grad()
+            F.cross_entropy(reference(shard.normalize(shard.images[idx])), shard.labels[idx]).backward()
+            opt.step()
+    for name, value in reference.state_dict().items():
+        assert torch.equal(global_state[name] + update.delta[name], value) or torch.allclose(
+            global_state[name] + update.delta[name], value, atol=1e-7
+        )
+    assert update.num_examples == 10 and update.metrics["steps"] == 6
+
+
+def test_client_update_does_not_modify_the_global_state_and_is_deterministic():
+    shard, cfg = _shard(), ClientConfig(lr=0.1, batch_size=3, optimizer="asam", rho=0.5, eta=0.2)
+    global_state = {k: v.clone() for k, v in _model().state_dict().items()}
+    before = {k: v.clone() for k, v in global_state.items()}
+    a = client_update(_model(), global_state, shard, cfg, torch.Generator().manual_seed(3))
+    b = client_update(_model(), global_state, shard, cfg, torch.Generator().manual_seed(3))
+    c = client_update(_model(), global_state, shard, cfg, torch.Generator().manual_seed(4))
+    assert all(torch.equal(global_state[k], before[k]) for k in before)
+    assert all(torch.equal(a.delta[k], b.delta[k]) for k in a.delta)
+    assert not all(torch.equal(a.delta[k], c.delta[k]) for k in a.delta)  # another seed, another data order
+
+
+def test_sam_client_runs_two_forward_passes_per_step_and_differs_from_sgd():
+    shard = _shard()
+    calls = []
+    model = _model()
+    model.register_forward_hook(lambda *args: calls.append(1))
+    global_state = {k: v.clone() for k, v in _model().state_dict().items()}
+    sam = client_update(model, global_state, shard, ClientConfig(lr=0.5, batch_size=5, optimizer="sam", rho=0.5), torch.Generator().manual_seed(0))
+    assert len(calls) == 4  # 2 batches x 2 passes
+    sgd = client_update(_model(), global_state, shard, ClientConfig(lr=0.5, batch_size=5), torch.Generator().manual_seed(0))
+    assert not torch.allclose(sam.delta["net.1.weight"], sgd.delta["net.1.weight"])
+    # SAM with rho = 0 is SGD exactly
+    sam0 = client_update(_model(), global_state, shard, ClientConfig(lr=0.5, batch_size=5, optimizer="sam", rho=0.0), torch.Generator().manual_seed(0))
+    assert all(torch.equal(sam0.delta[k], sgd.delta[k]) for k in sgd.delta)
+
+
+def test_a_diverging_client_raises_a_clear_error():
+    shard = _shard()
+    global_state = {k: v.clone() for k, v in _model().state_dict().items()}
+    global_state["net.1.weight"] = global_state["net.1.weight"] * float("nan")
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        client_update(_model(), global_state, shard, ClientConfig(lr=0.1), torch.Generator().manual_seed(0))

@@ -1,0 +1,71 @@
+"""TrainConfig: presets, resolution order, config files, validation errors."""
+
+import pytest
+
+from fedtrain.config import PRESETS, TrainConfig, load_config_file, preset_config, resolve_config
+from fedtrain.errors import ConfigError
+
+
+def test_paper_preset_has_the_papers_cifar10_setting():
+    cfg = preset_config("paper-cifar10", algorithm="fedasam")
+    assert (cfg.dataset, cfg.num_clients, cfg.samples_per_client, cfg.clients_per_round) == ("cifar10", 100, 500, 5)
+    assert (cfg.local_epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.rounds) == (1, 64, 0.01, 4e-4, 10_000)
+    assert (cfg.rho, cfg.eta) == (0.7, 0.2)
+    assert preset_config("paper-cifar10", algorithm="fedsam").rho == 0.1
+    assert cfg.swa_start_round == 7500 and cfg.swa_c == 10 and cfg.swa_lr == 1e-4 and cfg.last_k == 100
+
+
+def test_round_trips_through_a_dict():
+    cfg = preset_config("quick", algorithm="fedsam", model_kwargs={"hidden": [8]}, checkpoint_rounds=[5, 2])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.checkpoint_rounds == (2, 5)
+
+
+def test_resolution_order_preset_then_file_then_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('preset = "quick"\nrounds = 7\nlr = 0.2\n')
+    cfg = resolve_config(config_file=toml, overrides={"lr": 0.3})
+    assert cfg.preset == "quick" and cfg.rounds == 7 and cfg.lr == 0.3
+    assert cfg.samples_per_client == PRESETS["quick"]["samples_per_client"]
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("train:\n  swa-start: 0.5\n  swa: true\n")
+    assert resolve_config(preset="quick", config_file=yaml_file).swa_start_round == PRESETS["quick"]["rounds"] // 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"algorithm": "fedprox"}, "Unknown algorithm 'fedprox'"),
+        ({"rounds": 0}, r"rounds \(--rounds\) must be an integer >= 1"),
+        ({"clients_per_round": 200}, "cannot exceed num_clients"),
+        ({"lr": -1.0}, r"lr \(--lr\) must be a finite number > 0"),
+        ({"algorithm": "fedsam", "rho": -0.1}, r"rho \(--rho\) must be a finite number >= 0"),
+        ({"swa": True, "swa_start": 100}, "SWA would start at round 100"),
+        ({"swa_start": 1.5}, "swa_start"),
+        ({"swa_collect": "middle"}, "swa_collect must be 'end' or 'reference'"),
+        ({"bogus": 1}, "Unknown training setting"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_flag_named(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), **changes})
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="No config file"):
+        load_config_file(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = = 3")
+    with pytest.raises(ConfigError, match="could not be parsed as TOML"):
+        load_config_file(bad)
+    other = tmp_path / "cfg.json"
+    other.write_text("{}")
+    with pytest.raises(ConfigError, match="must end in .toml, .yaml or .yml"):
+        load_config_file(other)
+    with pytest.raises(ConfigError, match="Unknown preset"):
+        preset_config("huge")
+
+
+def test_evaluation_cadence_includes_every_kth_the_last_rounds_and_the_end():
+    cfg = TrainConfig(rounds=20, eval_every=8, eval_last=3)
+    assert [t + 1 for t in range(20) if cfg.evaluates_at(t)] == [8, 16, 18, 19, 20]
