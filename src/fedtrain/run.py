@@ -86,6 +86,8 @@ class _RunLog:
     elapsed_before: float = 0.0
     session_start: float = field(default_factory=time.perf_counter)
     samples_since_eval: int = 0
+    rounds_done: int = 0
+    saved_round: int | None = None
     time_at_last_eval: float = field(default_factory=time.perf_counter)
 
     @property
@@ -192,7 +194,8 @@ def train(
         overwrite: delete a previous run's files in ``out_dir`` first.
         init_from: a checkpoint of a run without SWA, at a round <= this run's SWA start, with otherwise
             the same settings: this ``--swa`` run continues from it (exactly as if trained from scratch).
-        progress: called after every round with ``round``, ``rounds``, ``train_loss``, ``test_accuracy`` (or None).
+        progress: called after every round with ``round``, ``rounds``, ``train_loss``, ``lr``, ``clients`` and
+            ``test_accuracy`` (None when the round was not evaluated).
 
     Returns:
         The summary also written to ``summary.json``.
@@ -255,7 +258,7 @@ def train(
         updates = [client_update(worker, state.params, shards[k], client_cfg, derived_generator(config.seed, "client", t, k)) for k in clients]
         mean_delta = aggregate(updates)
         if not all(bool(torch.isfinite(d).all()) for d in mean_delta.values() if d.is_floating_point()):
-            raise NonFiniteLossError(f"The clients' mean update became non-finite at round {t}. Lower the learning rate (or rho).")
+            raise NonFiniteLossError("The clients' mean update became non-finite. Lower the learning rate (or rho).")
         new = server_update(state, mean_delta, server_lr=config.server_lr, server_momentum=config.server_momentum)
         if config.swa and collects(t, start=swa_start, cycle=config.swa_c, collect=config.swa_collect):
             swa_params, count = swa_average(new.swa_params, new.swa_count, new.params)
@@ -265,6 +268,7 @@ def train(
         return new, RoundInfo(lr=lr, train_loss=loss, num_samples=n, clients=tuple(clients))
 
     def evaluate_hook(state: ServerState, info: RoundInfo) -> None:
+        log.rounds_done = state.round
         log.samples_since_eval += info.num_samples
         if not config.evaluates_at(state.round - 1):
             return
@@ -290,6 +294,7 @@ def train(
             return
         ckpt = _checkpoint(config, model_kwargs, partition, state, log)
         save_checkpoint(ckpt, paths.latest)
+        log.saved_round = done
         if kept:
             save_checkpoint(ckpt, paths.at_round(done))
         if done == config.rounds:
@@ -298,15 +303,16 @@ def train(
     def progress_hook(state: ServerState, info: RoundInfo) -> None:
         if progress is not None:
             last = log.metrics[-1] if log.metrics and log.metrics[-1]["round"] == state.round else None
-            progress({"round": state.round, "rounds": config.rounds, "train_loss": info.train_loss,
-                      "test_accuracy": None if last is None else last["test_accuracy"]})
+            progress({"round": state.round, "rounds": config.rounds, "train_loss": info.train_loss, "lr": info.lr,
+                      "clients": info.clients, "test_accuracy": None if last is None else last["test_accuracy"]})
 
-    log.time_at_last_eval = time.perf_counter()
+    log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
     try:
         state = run_rounds(state, rounds=config.rounds, step=step, on_round_end=(evaluate_hook, checkpoint_hook, progress_hook))
     except NonFiniteLossError as err:
-        last = f"the last good checkpoint is {paths.latest}" if paths.latest.is_file() else "no checkpoint was written yet"
-        raise NonFiniteLossError(f"{err} Training stopped at round {state.round + 1}; {last}.") from None
+        last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
+                else "no checkpoint was written in this session")
+        raise NonFiniteLossError(f"{err} Training stopped at round {log.rounds_done + 1}; {last}.") from None
     if not paths.final.is_file():  # resumed a finished run, or finished before this session
         save_checkpoint(_checkpoint(config, model_kwargs, partition, state, log), paths.final)
     summary = _summary(config, log, paths, partition.hash, count_parameters(initial))

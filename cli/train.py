@@ -1,0 +1,88 @@
+"""``landscape train``: parse flags into a TrainConfig, call ``fedtrain.run.train``, print the summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fedlandscape_cli._common import data_dir_option, friendly_errors
+
+_FLOAT0 = click.FloatRange(min=0)
+_PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(["quick", "paper-cifar10"]), default=None, help="Start from a preset; flags and --config override it.")
+@click.option("--config", "config_file", type=_PATH_IN, default=None, help="TOML or YAML file of settings (keys as the flags, e.g. swa_start).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory to create (refused if it exists, unless --overwrite).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Continue the run in this directory from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in --out.")
+@click.option("--init-from", type=_PATH_IN, default=None, help="Branch this --swa run off a checkpoint of the same run without SWA (round <= SWA start).")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic"]), default=None, help="Dataset.")
+@data_dir_option
+@click.option("--model", type=click.Choice(["cnn", "mlp", "resnet18-gn"]), default=None, help="Model architecture.")
+@click.option("--partition", type=click.Choice(["dirichlet", "iid", "dirichlet-class"]), default=None, help="Partition scheme.")
+@click.option("--alpha", type=_FLOAT0, default=None, help="Dirichlet concentration (0 = one class per client).")
+@click.option("--num-clients", type=click.IntRange(min=1), default=None, help="Number of clients N.")
+@click.option("--samples-per-client", type=click.IntRange(min=1), default=None, help="Samples per client.")
+@click.option("--algorithm", type=click.Choice(["fedavg", "fedsam", "fedasam"]), default=None, help="Local optimiser: SGD, SAM or ASAM.")
+@click.option("--rho", type=_FLOAT0, default=None, help="SAM/ASAM radius (default 0.1 FedSAM, 0.7 FedASAM).")
+@click.option("--eta", type=_FLOAT0, default=None, help="ASAM offset eta in T = |w| + eta (default 0.2).")
+@click.option("--swa/--no-swa", default=None, help="Server-side SWA with a cyclical client lr.")
+@click.option("--swa-start", type=_FLOAT0, default=None, help="SWA start: fraction of rounds if < 1, else a round (default 0.75).")
+@click.option("--swa-c", type=click.IntRange(min=1), default=None, help="SWA cycle length in rounds (default 10).")
+@click.option("--swa-lr", type=_FLOAT0, default=None, help="Lowest lr of the SWA cycle (default 1e-4).")
+@click.option("--swa-collect", type=click.Choice(["end", "reference"]), default=None, help="Collect at the cycle's end (SWA) or after its highest-lr round (FedSAM code).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Number of rounds.")
+@click.option("--clients-per-round", type=click.IntRange(min=1), default=None, help="Clients sampled per round K.")
+@click.option("--local-epochs", type=click.IntRange(min=1), default=None, help="Local epochs E.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Local batch size B.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Client learning rate.")
+@click.option("--weight-decay", type=_FLOAT0, default=None, help="Client weight decay.")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="Client SGD momentum.")
+@click.option("--server-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Server learning rate (1 = FedAvg).")
+@click.option("--server-momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="Server momentum (> 0 = FedAvgM).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Evaluate every this many rounds.")
+@click.option("--eval-last", type=click.IntRange(min=0), default=None, help="Also evaluate at each of the last this many rounds.")
+@click.option("--eval-examples", type=click.IntRange(min=1), default=None, help="Test images per evaluation (default: all).")
+@click.option("--last-k", type=click.IntRange(min=1), default=None, help="Summary accuracy = mean of the last k evaluations.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, help="Write latest.pt every this many rounds (it is also written at evaluations).")
+@click.option("--checkpoint-round", "checkpoint_rounds", type=click.IntRange(min=1), multiple=True, help="Keep a checkpoint after this round (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed of every random choice; recorded with the result.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice).")
+@friendly_errors
+def train(preset, config_file, out, resume, overwrite, init_from, threads, **flags) -> None:
+    """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
+
+    \b
+    Example:
+      $ landscape train --preset quick --algorithm fedasam --out runs/fedasam
+      $ landscape train --resume runs/fedasam
+    """
+    import torch
+
+    from fedtrain.config import resolve_config
+    from fedtrain.errors import ConfigError
+    from fedtrain.io import to_json
+    from fedtrain.progress import ProgressPrinter
+    from fedtrain.run import load_run_config, train as run_train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    overrides = {k: v for k, v in flags.items() if v is not None and v != ()}
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            raise ConfigError("--resume RUN_DIR continues that directory; do not also pass a different --out.")
+        config, out = load_run_config(resume), resume
+        if overrides or preset or config_file:
+            config = resolve_config(None, None, {**config.to_dict(), **overrides})
+    elif out is None:
+        raise ConfigError("Pass --out RUN_DIR (a new directory for the run), or --resume RUN_DIR.")
+    else:
+        config = resolve_config(preset, config_file, overrides)
+    click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
+    summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from, progress=ProgressPrinter(sys.stderr))
+    click.echo(to_json(summary))
