@@ -1,0 +1,122 @@
+"""Adapters that run the peer libraries (PyHessian 0.1, hessian-eigenthings 1.0) on the same model and data.
+
+Used by ``--backend pyhessian`` and by ``bench/bench_hessian.py`` for cross-checks. Each adapter
+works on a private copy of the model (PyHessian switches the model to eval mode and leaves
+graph-carrying ``.grad`` tensors behind), seeds the peer's random draws from ``seed``, counts the
+Hessian-vector products, and reports a peer's crash as a message instead of raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fedtrain.errors import ConfigError
+
+__all__ = ["pyhessian_analysis", "eigenthings_operator", "counting_hvps"]
+
+INSTALL_HINT = "pip install 'fedlandscape[peers]' (hessian-eigenthings) or pip install pyhessian==0.1"
+
+
+def _import(name: str) -> Any:
+    try:
+        return __import__(name, fromlist=["_"])
+    except ImportError as err:
+        raise ConfigError(f"The peer library {name!r} is not installed ({err}). Install it with: {INSTALL_HINT}.") from err
+
+
+@contextlib.contextmanager
+def counting_hvps(module: Any, attribute: str) -> Iterator[list[int]]:
+    """Count calls of ``module.attribute`` (a peer's HVP function) inside the block; restored on exit."""
+    original = getattr(module, attribute)
+    counter = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(module, attribute, counted)
+    try:
+        yield counter
+    finally:
+        setattr(module, attribute, original)
+
+
+def pyhessian_analysis(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    top_k: int = 5,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    trace: bool = True,
+    trace_max_iter: int = 100,
+    density: bool = True,
+    density_steps: int = 100,
+    density_probes: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Top-k eigenvalues, trace and density through PyHessian 0.1 (single-batch mode, CPU).
+
+    PyHessian draws from the global RNG; it runs under ``torch.random.fork_rng`` seeded with
+    ``seed``, so the caller's RNG is untouched and the run is reproducible.
+
+    Returns:
+        ``{"eigenvalues", "trace", "density", "hvps", "seconds", "errors"}``; a quantity whose
+        PyHessian call crashed is ``None`` and its error is in ``errors``.
+    """
+    hessian_module = _import("pyhessian.hessian")
+    criterion = torch.nn.CrossEntropyLoss()
+    result: dict[str, Any] = {"eigenvalues": None, "trace": None, "density": None, "hvps": {}, "seconds": {}, "errors": {}}
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # PyHessian calls backward(create_graph=True), which warns about a reference cycle on its private copy
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        engine = hessian_module.hessian(copy.deepcopy(model), criterion, data=(inputs, labels), cuda=False)
+        setup = time.perf_counter() - start
+        steps: list[tuple[str, Callable[[], Any]]] = [("eigenvalues", lambda: engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_k))]
+        if trace:
+            steps.append(("trace", lambda: engine.trace(maxIter=trace_max_iter, tol=tol)))
+        if density:
+            steps.append(("density", lambda: engine.density(iter=density_steps, n_v=density_probes)))
+        for name, call in steps:
+            with counting_hvps(hessian_module, "hessian_vector_product") as counter:
+                start = time.perf_counter()
+                try:
+                    out = call()
+                except Exception as err:  # noqa: BLE001 - a peer's crash is a result, reported as such
+                    result["errors"][name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                    out = None
+                result["seconds"][name] = time.perf_counter() - start + (setup if name == "eigenvalues" else 0.0)
+                result["hvps"][name] = counter[0]
+            if out is None:
+                continue
+            if name == "eigenvalues":
+                result["eigenvalues"] = sorted((float(v) for v in out[0]), reverse=True)
+            elif name == "trace":
+                samples = [float(s) for s in out]
+                mean = sum(samples) / len(samples)
+                var = sum((s - mean) ** 2 for s in samples) / max(len(samples) - 1, 1)
+                result["trace"] = {"estimate": mean, "stderr": (var / len(samples)) ** 0.5 if len(samples) > 1 else None,
+                                   "method": "pyhessian-hutchinson", "num_matvecs": len(samples)}
+            else:
+                result["density"] = {"nodes": out[0], "weights": out[1]}
+    return result
+
+
+def eigenthings_operator(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int) -> Any:
+    """A hessian-eigenthings ``HessianOperator`` (double backward) on a private eval-mode copy of ``model``."""
+    eigenthings = _import("hessian_eigenthings")
+    batches = [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
+    return eigenthings.HessianOperator(
+        copy.deepcopy(model).eval(), batches, eigenthings.supervised_loss(torch.nn.functional.cross_entropy)
+    )
