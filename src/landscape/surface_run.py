@@ -23,7 +23,7 @@ from landscape.directions import (
 )
 from landscape.surface_io import SPLITS, Surface, load_surface, save_surface
 
-__all__ = ["DIRECTION_KINDS", "surface_for_checkpoint", "surface_path"]
+__all__ = ["DIRECTION_KINDS", "surface_for_checkpoint", "surfaces_for_checkpoints", "checkpoint_labels", "surface_path"]
 
 DIRECTION_KINDS: tuple[str, ...] = ("random", "hessian")
 
@@ -239,3 +239,42 @@ def _json_roundtrip(value: Any) -> Any:
     from fedtrain.io import to_json
 
     return json.loads(to_json(value))
+
+
+def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Short unique labels for checkpoints: file stems, or ``parent/stem`` when stems repeat."""
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{p.parent.name}/{p.stem}" for p in paths]
+
+
+def surfaces_for_checkpoints(
+    checkpoints: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike[str], **options: Any
+) -> dict[str, tuple[Path, Surface]]:
+    """:func:`surface_for_checkpoint` for each checkpoint (same directions seed, grid and data).
+
+    One checkpoint writes ``out/surface.npz``; several write ``out/<label>/surface.npz``.
+
+    Args:
+        checkpoints: checkpoint files (one, when ``interpolate`` or ``plane`` is given).
+        out: output folder.
+        **options: passed to :func:`surface_for_checkpoint`.
+
+    Returns:
+        label -> (surface file, surface).
+
+    Raises:
+        ConfigError: no checkpoint, or several with ``interpolate``/``plane``.
+    """
+    if not checkpoints:
+        raise ConfigError("Pass at least one checkpoint (or re-plot saved surfaces with --from).")
+    if len(checkpoints) > 1 and (options.get("interpolate") is not None or options.get("plane") is not None):
+        raise ConfigError("--interpolate and --plane take exactly one first checkpoint; the others are given with the option.")
+    labels = checkpoint_labels(checkpoints)
+    results = {}
+    for label, path in zip(labels, checkpoints):
+        target = Path(out) / "surface.npz" if len(checkpoints) == 1 else Path(out) / label.replace("/", "_") / "surface.npz"
+        results[label] = (target, surface_for_checkpoint(path, out=target, **options))
+    return results

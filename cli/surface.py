@@ -1,0 +1,84 @@
+"""``landscape plot-surface``: loss surfaces, interpolations and model planes of checkpoints, saved and plotted."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fedlandscape_cli._common import data_dir_option, friendly_errors, seed_option
+
+CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("plot-surface")
+@click.argument("checkpoints", nargs=-1, type=CHECKPOINT)
+@click.option("--directions", type=click.Choice(["random", "hessian"]), default="random", show_default=True, help="Filter-normalised Gaussian directions (Li et al.) or the top-2 Hessian eigenvectors.")
+@click.option("--interpolate", type=CHECKPOINT, default=None, help="Checkpoint B: plot the line from CKPT (t=0) to B (t=1).")
+@click.option("--plane", type=CHECKPOINT, nargs=2, default=None, help="Checkpoints B C: plot the plane through CKPT, B and C (Garipov et al.).")
+@click.option("--range", "range_", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Half-width of the grid along random/Hessian directions.")
+@click.option("--steps", type=click.IntRange(min=2), default=21, show_default=True, help="Grid points per axis (odd: the centre is on the grid).")
+@click.option("--dims", type=click.IntRange(1, 2), default=2, show_default=True, help="1 (a curve) or 2 (a surface) for random/Hessian directions.")
+@click.option("--margin", type=click.FloatRange(min=0), default=None, help="Extrapolation beyond the models for --interpolate (default 0.5) and --plane (default 0.2).")
+@click.option("--split", "splits", type=click.Choice(["train", "test"]), multiple=True, default=("train",), show_default=True, help="Split(s) to evaluate; repeat for both.")
+@click.option("--samples", type=click.IntRange(min=1), default=2000, show_default=True, help="Samples per split (a fixed seeded subset); a number >= the split size uses it all.")
+@click.option("--bn", type=click.Choice(["eval", "recalibrate"]), default="eval", show_default=True, help="BatchNorm: frozen statistics, or recomputed on training samples at every point.")
+@click.option("--weights", type=click.Choice(["auto", "swa", "global"]), default="auto", show_default=True, help="Which model of the checkpoint: SWA when present (auto), SWA, or the last global model.")
+@click.option("--one-dim", type=click.Choice(["zero", "keep", "filter"]), default="zero", show_default=True, help="Random directions on biases and norm layers: zero (Li et al.'s biasbn), copy the weights, or normalise.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Samples per forward pass.")
+@click.option("--points-per-pass", type=click.IntRange(min=1), default=8, show_default=True, help="Grid points per pass over the data; the file is saved after each such chunk.")
+@click.option("--method", type=click.Choice(["loop", "vmap"]), default="loop", show_default=True, help="Evaluate a chunk's points one by one (loop) or vectorised (vmap).")
+@seed_option()
+@data_dir_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("surface"), show_default=True, help="Output folder for surface.npz and the figures.")
+@click.option("--resume", is_flag=True, help="Finish the partial surface.npz in --out (same settings required).")
+@click.option("--from", "from_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Re-plot saved surface.npz files (repeatable) without recomputing.")
+@click.option("--plot", "kinds", type=click.Choice(["3d", "contour", "heatmap"]), multiple=True, default=("3d", "contour", "heatmap"), show_default=True, help="2-D figure kinds (repeatable).")
+@click.option("--log-scale", is_flag=True, help="Plot log10 of the loss.")
+@click.option("--vmax", type=float, default=None, help="Clip the loss colour scale (and 3-D heights) at this value.")
+@friendly_errors
+def plot_surface(checkpoints, directions, interpolate, plane, range_, steps, dims, margin, splits, samples, bn, weights, one_dim,
+                 batch_size, points_per_pass, method, seed, data_dir, out, resume, from_files, kinds, log_scale, vmax):
+    """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
+
+    \b
+    $ landscape plot-surface runs/fedavg.pt runs/fedasam.pt --steps 21 --samples 2000 --out surf
+    BatchNorm: eval (frozen statistics) ...
+    {"surfaces": [{"label": "fedavg", "file": "surf/fedavg/surface.npz", ...}], "figures": [...]}
+    """
+    from fedtrain.errors import ConfigError
+    from fedtrain.io import to_json
+    from landscape.surface import load_surface
+    from landscape.surface_plot import write_figures
+    from landscape.surface_run import checkpoint_labels, surfaces_for_checkpoints
+
+    if from_files and checkpoints:
+        raise ConfigError("Pass either checkpoints to compute or --from surface files to re-plot, not both.")
+    if from_files:
+        labels = checkpoint_labels([f.parent if f.parent.name else f for f in from_files])
+        results = {label: (file, load_surface(file)) for label, file in zip(labels, from_files)}
+    else:
+        results = surfaces_for_checkpoints(
+            checkpoints, out=out, directions=directions, interpolate=interpolate, plane=plane, range=range_, steps=steps,
+            dims=dims, margin=margin, splits=splits, num_examples=samples, seed=seed, bn=bn, weights=weights, one_dim=one_dim,
+            batch_size=batch_size, points_per_pass=points_per_pass, method=method, data_dir=data_dir, resume=resume)
+    figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
+    summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
+    for row in summary:
+        click.echo(f"{row['label']}: {row['kind']} {row['shape']} on {row['num_examples']} samples, BatchNorm: {row['bn']} -> {row['file']}", err=True)
+    click.echo(to_json({"surfaces": summary, "figures": [str(f) for f in figures]}), file=sys.stdout)
+
+
+def _summary(label, file, surface) -> dict:
+    meta = surface.metadata
+    bn = meta.get("bn", "?") + ("" if meta.get("has_batchnorm", True) else " (model has no BatchNorm)")
+    row = {"label": label, "file": str(file), "kind": meta.get("kind"), "shape": list(surface.shape), "bn": bn,
+           "num_examples": meta.get("num_examples"), "complete": surface.complete}
+    for split in surface.splits:
+        loss = surface.value(split, "loss")
+        row[f"{split}_loss_min"] = float(loss[surface.done].min())
+        row[f"{split}_loss_max"] = float(loss[surface.done].max())
+    if "model_coordinates" in meta.get("directions", {}):
+        row["model_coordinates"] = meta["directions"]["model_coordinates"]
+    return row
