@@ -1,0 +1,89 @@
+"""``landscape hessian``: top Hessian eigenvalues, trace and eigenvalue density of a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fedlandscape_cli._common import friendly_errors, seed_option
+
+
+@click.command("hessian")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Data split the loss is taken on.")
+@click.option("--samples", type=click.IntRange(min=1), default=2048, show_default=True, help="Size of the fixed, seeded subset of the split (larger than the split: all of it).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Samples per Hessian-vector product pass (memory only; the result does not depend on it).")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Number of top eigenvalues.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Relative residual tolerance ||Hv - lambda v|| <= tol |lambda| of every eigenpair.")
+@click.option("--max-matvecs", type=click.IntRange(min=1), default=None, help="Product budget of the eigensolver (default max(200, 40 k)).")
+@click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the trace.")
+@click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson"]), default="hutch++", show_default=True, help="Trace estimator.")
+@click.option("--trace-matvecs", type=click.IntRange(min=3), default=60, show_default=True, help="Product budget of the trace estimator.")
+@click.option("--density/--no-density", default=True, show_default=True, help="Estimate the eigenvalue density (SLQ).")
+@click.option("--density-probes", type=click.IntRange(min=1), default=10, show_default=True, help="SLQ Rademacher probes.")
+@click.option("--density-steps", type=click.IntRange(min=1), default=80, show_default=True, help="Lanczos steps per SLQ probe.")
+@seed_option()
+@click.option("--weights", type=click.Choice(["auto", "swa", "global"]), default="auto", show_default=True, help="Which model of the checkpoint: auto = SWA when present, else global.")
+@click.option("--backend", type=click.Choice(["fedlandscape", "pyhessian"]), default="fedlandscape", show_default=True, help="Engine; pyhessian runs the same quantities through PyHessian 0.1 for cross-checks.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (default: stdout).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Draw the density, log scale, top eigenvalues marked (.png or .pdf).")
+@click.option("--eigenvectors-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the top-k eigenvectors (torch file of {parameter: tensor} dicts).")
+@friendly_errors
+def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: int, tol: float, max_matvecs: int | None,
+            trace: bool, trace_method: str, trace_matvecs: int, density: bool, density_probes: int, density_steps: int,
+            seed: int, weights: str, backend: str, out: Path | None, plot: Path | None, eigenvectors_out: Path | None) -> None:
+    """Top-k Hessian eigenvalues, trace and eigenvalue density of CHECKPOINT's model.
+
+    \b
+    Example:
+        $ landscape hessian run/ckpt.pt --samples 512 --density-probes 4 --out h.json --plot esd.png
+        hessian of run/ckpt.pt (swa weights, train split, 512 samples, fwd-rev HVPs)
+          lambda_1 ..  lambda_5   6.4506  5.8016  5.4516  4.9134  3.7205  (all converged)
+          ...
+    """
+    from fedtrain.errors import ConfigError
+    from fedtrain.io import to_json, write_json
+    from landscape.hessian import analyze_checkpoint
+
+    if plot is not None and not density:
+        raise ConfigError("--plot draws the eigenvalue density; drop --no-density or --plot.")
+    report = analyze_checkpoint(
+        checkpoint, split=split, num_examples=samples, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs,
+        trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
+        density_steps=density_steps, seed=seed, weights=weights, backend=backend, eigenvectors_out=eigenvectors_out,
+    )
+    result = report.to_dict()
+    for line in format_table(result):
+        click.echo(line, err=True)
+    if out is None:
+        click.echo(to_json(result))
+    else:
+        write_json(out, result)
+        click.echo(f"wrote {out}", err=True)
+    if plot is not None:
+        from landscape.spectrum_plot import plot_spectral_density
+
+        for written in plot_spectral_density(result, plot, title=checkpoint.name):
+            click.echo(f"wrote {written}", err=True)
+
+
+def format_table(result: dict) -> list[str]:
+    """The small human-readable summary printed to stderr."""
+    config = result["config"]
+    lines = [f"hessian of {config['checkpoint']} ({config['weights']} weights, {config['split']} split, "
+             f"{config['num_examples']} samples, backend {config['backend']}, BN {config['bn_mode']})"]
+    values = "  ".join(f"{v:.6g}" for v in result["eigenvalues"])
+    unconverged = [i + 1 for i, c in enumerate(result["converged"]) if c is False]
+    status = "all converged" if not unconverged else f"NOT converged: lambda_{unconverged}"
+    lines.append(f"  top-{len(result['eigenvalues'])} eigenvalues  {values}  ({status})")
+    if result["ratio"] is not None:
+        lines.append(f"  lambda_1 / lambda_k   {result['ratio']:.4g}")
+    if result["trace"]:
+        t = result["trace"]
+        stderr = "n/a" if t["stderr"] is None else f"{t['stderr']:.4g}"
+        lines.append(f"  trace                 {t['estimate']:.6g} +- {stderr} ({t['method']}, {t['num_matvecs']} products)")
+    for name, message in result.get("errors", {}).items():
+        lines.append(f"  {name}: failed in this backend: {message}")
+    lines.append(f"  {result['hvps']['total']} Hessian-vector products, {result['seconds']['total']:.1f} s")
+    return lines
