@@ -70,6 +70,7 @@ def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-re
 
         def hvp_fwd_rev(params: dict[str, Tensor], batch: Batch, v: dict[str, Tensor]) -> dict[str, Tensor]:
             inputs, targets = batch
+            check_params(params)
             with torch.enable_grad():  # torch.func needs grad mode on; nothing is recorded on the caller's tensors
                 _, hv = jvp(lambda p: grad_fn(p, inputs, targets), (params,), (v,))
             return {name: t.detach() for name, t in hv.items()}
@@ -78,6 +79,7 @@ def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-re
 
     def hvp_double_backward(params: dict[str, Tensor], batch: Batch, v: dict[str, Tensor]) -> dict[str, Tensor]:
         inputs, targets = batch
+        check_params(params)
         with torch.enable_grad():
             # fresh leaves sharing storage: the caller's tensors keep requires_grad and .grad untouched
             leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
