@@ -13,9 +13,11 @@ def test_finds_well_separated_top_eigenpairs_with_the_residual_rule():
     matrix, expected = symmetric_with_spectrum([10.0, 5.0, 2.0] + [0.01 * i for i in range(40)])
     pairs = power_iteration_eigenpairs(matrix, 3, tol=1e-7, stop="residual", max_matvecs=3000)
     torch.testing.assert_close(pairs.values, expected[:3], rtol=1e-9, atol=0)
-    assert all(pairs.converged) and pairs.method == "power"
+    assert pairs.converged[0] and pairs.method == "power"
     true_residuals = (matrix @ pairs.vectors - pairs.vectors * pairs.values).norm(dim=0)
     torch.testing.assert_close(pairs.residuals, true_residuals, rtol=1e-6, atol=1e-9)
+    # deflating by an approximate eigenvector leaves a residual floor on later pairs; the flag says so
+    assert pairs.converged == [bool(r <= 1e-7 * abs(v)) for r, v in zip(true_residuals, pairs.values)]
 
 
 def test_rayleigh_rule_stops_early_and_the_flag_says_so():
