@@ -10,7 +10,7 @@ import torch
 from landscape.density import density_slq, smooth_density
 from landscape.exact import dense_hessian
 from landscape.hessian import cross_entropy
-from tests.landscape.hessian_cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum
+from tests.landscape.hessian_cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 
 def test_weights_are_probability_vectors_and_the_density_integrates_to_one():

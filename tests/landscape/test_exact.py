@@ -8,7 +8,7 @@ from torch import nn
 
 from fedtrain.errors import ConfigError
 from landscape.exact import dense_hessian
-from tests.landscape.hessian_cases import MODEL_CASES
+from tests.landscape.hessian_cases import MODEL_CASES, single_threaded  # noqa: F401 (autouse fixture)
 
 
 def test_linear_least_squares_has_hessian_two_over_n_xtx():

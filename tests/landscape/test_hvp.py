@@ -8,7 +8,7 @@ import torch
 from landscape.exact import dense_hessian
 from landscape.hessian import cross_entropy
 from landscape.hvp import check_params, detect_hvp_method, make_hvp
-from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS
+from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS, single_threaded  # noqa: F401 (autouse fixture)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)

@@ -8,7 +8,7 @@ import torch
 from landscape.exact import dense_hessian
 from landscape.hessian import cross_entropy
 from landscape.lanczos import top_eigenpairs
-from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS, QUADRATIC_IDS, QUADRATIC_SPECTRA, symmetric_with_spectrum
+from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS, QUADRATIC_IDS, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 
 def _check_pairs(pairs, matrix, expected, k, tol):

@@ -11,7 +11,7 @@ from torch import nn
 from landscape.exact import dense_hessian
 from landscape.hessian import cross_entropy
 from landscape.operator import DenseOperator, HessianOperator, as_operator, split_batches
-from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS
+from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS, single_threaded  # noqa: F401 (autouse fixture)
 
 
 @pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from landscape.power import power_iteration_eigenpairs
-from tests.landscape.hessian_cases import symmetric_with_spectrum
+from tests.landscape.hessian_cases import symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 
 def test_finds_well_separated_top_eigenpairs_with_the_residual_rule():

@@ -8,7 +8,7 @@ import torch
 from landscape.exact import dense_hessian
 from landscape.hessian import cross_entropy
 from landscape.trace import random_probes, trace_hutchinson, trace_hutchpp
-from tests.landscape.hessian_cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum
+from tests.landscape.hessian_cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 ESTIMATORS = {"hutchinson": trace_hutchinson, "hutch++": trace_hutchpp}
 

@@ -1,0 +1,68 @@
+"""`landscape hessian`: JSON report to stdout or --out, density plot, clean errors, and the real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fedlandscape_cli import main
+from fedtrain.checkpoint import Checkpoint, save_checkpoint
+from fedtrain.models import build_model
+from tests.landscape.hessian_cases import single_threaded  # noqa: F401 (autouse fixture)
+
+QUICK = ["--samples", "100", "--batch-size", "50", "--top-k", "2", "--trace-matvecs", "9", "--density-probes", "2", "--density-steps", "10"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    kwargs = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [4]}
+    model = build_model("mlp", seed=0, **kwargs)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    save_checkpoint(Checkpoint(model_name="mlp", model_kwargs=kwargs, weights=model.state_dict(), dataset="synthetic"), path)
+    return path
+
+
+def test_writes_the_json_report_and_the_plot(checkpoint, tmp_path):
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), *QUICK, "--out", str(tmp_path / "h.json"), "--plot", str(tmp_path / "esd.png")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "h.json").read_text())
+    assert {"eigenvalues", "ratio", "residuals", "trace", "density", "hvps", "seconds", "config"} <= set(report)
+    assert len(report["eigenvalues"]) == 2 and report["config"]["top_k"] == 2 and report["config"]["weights"] == "global"
+    assert (tmp_path / "esd.png").read_bytes()[:4] == b"\x89PNG"
+    assert "top-2 eigenvalues" in result.output and "all converged" in result.output
+
+
+def test_json_goes_to_stdout_without_out(checkpoint):
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), *QUICK, "--no-trace", "--no-density"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["trace"] is None and report["density"] is None and report["config"]["seeds"]["lanczos"] == 0
+
+
+def test_bad_input_is_one_paragraph_exit_1_and_no_file(checkpoint, tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["hessian", str(foreign), "--out", str(tmp_path / "h.json")])
+    assert result.exit_code == 1 and "could not be read as a checkpoint" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "h.json").exists()
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), "--no-density", "--plot", str(tmp_path / "e.png")])
+    assert result.exit_code == 1 and "--plot draws the eigenvalue density" in result.output
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), "--weights", "swa"])
+    assert result.exit_code == 1 and "has no SWA model" in result.output
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), "--top-k", "0"])
+    assert result.exit_code == 2
+
+
+def test_the_installed_console_script_runs(checkpoint, tmp_path):
+    script = Path(sys.executable).with_name("landscape")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run([str(script), "hessian", str(checkpoint), *QUICK, "--out", str(tmp_path / "h.json")],
+                               capture_output=True, text=True, timeout=120, env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads((tmp_path / "h.json").read_text())["hvps"]["total"] > 0
