@@ -169,7 +169,7 @@ class HessianOperator:
         return total
 
     def vector_to_params(self, vector: Tensor) -> dict[str, Tensor]:
-        """A flat vector as a dict keyed by parameter name, in the model's original dtype."""
+        """A flat vector as a new dict keyed by parameter name, with the parameters' shapes, in the compute dtype."""
         return {name: t.clone() for name, t in self.unflatten(vector).items()}
 
     def _check_deterministic(self) -> None:
