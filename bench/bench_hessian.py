@@ -32,6 +32,12 @@ from landscape.peers import counting_hvps, eigenthings_operator
 from landscape.trace import trace_hutchinson, trace_hutchpp
 
 
+def emit(lines: list[str], line: str) -> None:
+    """Record a result line and print it at once (long runs show progress)."""
+    lines.append(line)
+    print(line, flush=True)
+
+
 def train_cnn(dataset, steps: int, seed: int) -> torch.nn.Module:
     """The paper's CNN after ``steps`` seeded SGD steps (batch 64, lr 0.05, momentum 0.9)."""
     model = build_model("cnn", input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
@@ -118,10 +124,10 @@ def bench_eigen(model, dataset, num_examples: int, seed: int, lines: list[str]) 
     operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, num_examples))
     reference = top_eigenpairs(operator, 5, tol=1e-8, max_matvecs=600, generator=torch.Generator().manual_seed(seed + 99))
     ref = reference.values.tolist()
-    lines.append(f"\n## paper CNN, Fashion-MNIST train subset of {num_examples} (one batch), {operator.dim:,} parameters")
-    lines.append(f"reference (our Lanczos, tol 1e-8, {reference.num_matvecs} HVPs, converged {all(reference.converged)}, "
+    emit(lines, f"\n## paper CNN, Fashion-MNIST train subset of {num_examples} (one batch), {operator.dim:,} parameters")
+    emit(lines, f"reference (our Lanczos, tol 1e-8, {reference.num_matvecs} HVPs, converged {all(reference.converged)}, "
                  f"verified {reference.verified}): " + ", ".join(f"{v:.5f}" for v in ref))
-    lines.append(f"{'k':>2} {'engine':<34} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'speed-up vs pyhessian':>22}")
+    emit(lines, f"{'k':>2} {'engine':<34} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'speed-up vs pyhessian':>22}")
     for k in (1, 5):
         ours, ours_s = timed(lambda: top_eigenpairs(operator, k, tol=1e-3, generator=torch.Generator().manual_seed(seed)))
         ph_values, ph_hvps, ph_s = run_pyhessian(model, inputs, labels, k, seed)
@@ -134,9 +140,9 @@ def bench_eigen(model, dataset, num_examples: int, seed: int, lines: list[str]) 
                 rows[-1] = (rows[-1][0] + " [" + ", ".join(f"{v:.4f}" for v in values) + "]",) + rows[-1][1:]
         for name, seconds, hvps, error, flag in rows:
             flag_text = "" if flag is None else f" (flagged converged: {flag})"
-            lines.append(f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {error:11.2e} {ph_s / seconds:21.1f}x{flag_text}")
+            emit(lines, f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {error:11.2e} {ph_s / seconds:21.1f}x{flag_text}")
     gradient_s, fwd_rev_s, double_backward_s = hvp_vs_gradient(operator)
-    lines.append(f"one gradient {gradient_s * 1e3:.0f} ms; one HVP fwd-rev {fwd_rev_s * 1e3:.0f} ms "
+    emit(lines, f"one gradient {gradient_s * 1e3:.0f} ms; one HVP fwd-rev {fwd_rev_s * 1e3:.0f} ms "
                  f"({fwd_rev_s / gradient_s:.2f}x gradient), double backward {double_backward_s * 1e3:.0f} ms "
                  f"({double_backward_s / gradient_s:.2f}x gradient)")
 
@@ -148,15 +154,15 @@ def bench_trace(lines: list[str], seeds: int) -> None:
     batches = split_batches(inputs.double(), labels, 300)
     exact = float(torch.trace(dense_hessian(model, cross_entropy, batches)))
     operator = HessianOperator(model, cross_entropy, batches)
-    lines.append(f"\n## trace, MLP 256-8-10 on synthetic (600 samples, {operator.dim:,} parameters), exact trace {exact:.4f}")
-    lines.append(f"mean |relative error| over {seeds} seeds at equal product budgets")
-    lines.append(f"{'HVPs':>5} {'hutchinson':>11} {'hutch++':>9}")
+    emit(lines, f"\n## trace, MLP 256-8-10 on synthetic (600 samples, {operator.dim:,} parameters), exact trace {exact:.4f}")
+    emit(lines, f"mean |relative error| over {seeds} seeds at equal product budgets")
+    emit(lines, f"{'HVPs':>5} {'hutchinson':>11} {'hutch++':>9}")
     for budget in (15, 30, 60, 120):
         errors = {}
         for name, estimator in (("hutchinson", trace_hutchinson), ("hutch++", trace_hutchpp)):
             errors[name] = sum(abs(estimator(operator, budget, generator=torch.Generator().manual_seed(s)).estimate - exact)
                                for s in range(seeds)) / seeds / abs(exact)
-        lines.append(f"{budget:5d} {errors['hutchinson']:11.2e} {errors['hutch++']:9.2e}")
+        emit(lines, f"{budget:5d} {errors['hutchinson']:11.2e} {errors['hutch++']:9.2e}")
 
 
 def main() -> None:
@@ -174,12 +180,8 @@ def main() -> None:
     lines.append(f"CNN trained {args.train_steps} SGD steps in {seconds:.0f} s")
     print("\n".join(lines), flush=True)
     for num_examples in args.samples:
-        start = len(lines)
         bench_eigen(model, dataset, num_examples, args.seed, lines)
-        print("\n".join(lines[start:]), flush=True)
-    start = len(lines)
     bench_trace(lines, args.trace_seeds)
-    print("\n".join(lines[start:]), flush=True)
     atomic_write_text(args.out, "\n".join(lines) + "\n")
 
 
