@@ -92,7 +92,7 @@ class Evaluator:
 
     Args:
         model: the architecture (and, for ``bn="eval"``, the frozen BatchNorm statistics). Not modified.
-        batch_size: samples per forward pass. On a CPU small batches (64) are often fastest.
+        batch_size: samples per forward pass. On this 2-core CPU batches of 256-1024 were fastest (bench/bench_surface.py).
         method: ``"loop"`` (one ``functional_call`` per point per batch) or ``"vmap"`` (all points of
             a chunk in one vectorised call over stacked parameters).
         bn: ``"eval"``: frozen running statistics of ``model``; ``"recalibrate"``: running statistics
@@ -108,7 +108,7 @@ class Evaluator:
         self,
         model: nn.Module,
         *,
-        batch_size: int = 64,
+        batch_size: int = 256,
         method: Method = "loop",
         bn: BnMode = "eval",
         recalibration_inputs: Tensor | None = None,
