@@ -98,6 +98,8 @@ def draw_surface_3d(ax: Any, surface: Surface, key: str = "train_loss", *, vmin:
     ax.set_zlim(vmin, vmax)
     _axis_labels(ax, surface)
     # no z label: it collides with the colour bar, which carries the same name
+    ax.locator_params(axis="x", nbins=4)
+    ax.locator_params(axis="y", nbins=4)  # fewer ticks: the 3-D projection crowds them at paper size
     ax.view_init(elev=30, azim=-60)
     return drawn
 
