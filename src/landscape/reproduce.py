@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtrain.config import TrainConfig, preset_config
+from fedtrain.data import load_dataset
 from fedtrain.errors import ConfigError
 from fedtrain.io import read_json, write_json
 from fedtrain.run import RunPaths, train
@@ -189,8 +190,9 @@ def reproduce(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
         )
-    write_json(plan_file, plan)
     specs = plan_runs(settings, seeds, data_dir=data_dir)
+    load_dataset(specs[0].config.dataset, data_dir)  # fail on missing data before anything is written
+    write_json(plan_file, plan)
     record: dict[str, Any] = {"preset": name, "seeds": seeds, "stages": []}
 
     def stage(kind: str, label: str, action: Callable[[], Any] | None) -> None:
