@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-DEMO_OUT ?= runs/demo
+DEMO_OUT ?= runs/quick
 
 .PHONY: setup demo test bench clean
 
@@ -29,8 +29,7 @@ $(FMNIST_DIR)/train-images-idx3-ubyte.gz:
 	fi
 
 demo: setup
-	$(BIN)/landscape partition --dataset fashion-mnist --scheme dirichlet --alpha 0 --num-clients 100 --seed 0 \
-		--out $(DEMO_OUT)/partition.json --plot $(DEMO_OUT)/partition.png
+	$(BIN)/landscape reproduce --preset quick --out $(DEMO_OUT)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -21,6 +21,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file private (0600); give it the permissions of an ordinary new file.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -29,6 +31,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -67,14 +75,17 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 200) -> list[Path]:
-    """Save a matplotlib figure atomically. A path without suffix is written as both ``.png`` and ``.pdf``.
+    """Save a matplotlib figure atomically. A path without a .png/.pdf/.svg suffix is written as both ``.png`` and ``.pdf``.
 
     Returns the paths written.
     """
     import io
 
     target = Path(path)
-    targets = [target.with_suffix(".png"), target.with_suffix(".pdf")] if target.suffix == "" else [target]
+    if target.suffix.lower() in (".png", ".pdf", ".svg"):
+        targets = [target]
+    else:  # no suffix, or a dot inside the name (e.g. "alpha-0.05"): write both formats
+        targets = [target.with_name(target.name + ".png"), target.with_name(target.name + ".pdf")]
     for file in targets:
         buffer = io.BytesIO()
         figure.savefig(buffer, format=file.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")

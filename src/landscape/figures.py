@@ -325,12 +325,16 @@ def plot_plane(name: str, surface: Surface, path: Path, *, key: str = "train_los
     from landscape.surface_plot import draw_contour, mark_models
 
     labels = surface.metadata.get("labels")
-    fig = _figure(1, 1, 3.6, 3.0)
+    # Equal axes keep the plane's geometry (distances between models are real); size the figure to it.
+    aspect = float(np.ptp(surface.ycoordinates) / np.ptp(surface.xcoordinates))  # type: ignore[arg-type]
+    wide = aspect < 0.6
+    fig = _figure(1, 1, 5.0, min(5.0, max(2.0, 5.0 * aspect + (1.4 if wide else 0.8))))
     ax = fig.subplots()
     drawn = draw_contour(ax, surface, key, filled=True, cmap="coolwarm")
     draw_contour(ax, surface, key)
     mark_models(ax, surface, labels)
-    fig.colorbar(drawn, ax=ax, label=key.replace("_", " "))
+    fig.colorbar(drawn, ax=ax, label=key.replace("_", " "), orientation="horizontal" if wide else "vertical",
+                 format="%.2f", shrink=0.8)
     ax.set_title(f"{key.replace('_', ' ')} plane, {name}")
     return save_figure(fig, path)
 

@@ -67,12 +67,13 @@ REPRODUCE_PRESETS: dict[str, ReproduceSettings] = {
     # FedAvg and FedASAM (the pair of the paper's Fig. 1) and the analyses use subsets of the data.
     "quick": ReproduceSettings(
         train_preset="quick",
+        train_overrides=dict(eval_examples=5000),
         splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
         algorithms={"heterogeneous": _ALL, "homogeneous": _FIG1_PAIR},
-        hessian=dict(split="train", num_examples=512, batch_size=512, top_k=5, tol=1e-3, trace_matvecs=30,
-                     density_probes=10, density_steps=24),
-        surface=dict(directions="random", range=1.0, steps=15, splits=("train",), num_examples=1000, batch_size=250),
-        plane=dict(steps=15, splits=("train",), num_examples=1000, batch_size=250),
+        hessian=dict(split="train", num_examples=128, batch_size=64, top_k=5, tol=1e-3, trace_matvecs=30,
+                     density_probes=8, density_steps=12),
+        surface=dict(directions="random", range=1.0, steps=11, splits=("train",), num_examples=400, batch_size=400),
+        plane=dict(steps=11, splits=("train",), num_examples=400, batch_size=400),
     ),
     # The paper's setting (CIFAR-10 from --data-dir, 10,000 rounds a run): for a GPU machine.
     "paper-cifar10": ReproduceSettings(
@@ -230,7 +231,8 @@ def reproduce(
     written = make_figures([root / "runs", root / "planes"] if (root / "planes").exists() else [root / "runs"], figures_dir)
     from landscape.figures import collect_runs, results_table
 
-    written["claims"] = write_claims(check_claims(results_table(collect_runs([root / "runs"]))), figures_dir / "claims.md")
+    written["claims"] = write_claims(check_claims(results_table(collect_runs([root / "runs"]))), figures_dir / "claims.md",
+                                     seeds=seeds)
     record["stages"].append({"stage": "figures", "what": str(figures_dir), "skipped": False,
                              "seconds": time.perf_counter() - start})
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")

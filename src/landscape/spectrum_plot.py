@@ -71,7 +71,7 @@ def plot_spectral_density(report: Mapping[str, Any], path: str | os.PathLike[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fedtrain.io import atomic_write_bytes
+    from fedtrain.io import save_figure
 
     density = report.get("density")
     if not density or density.get("grid") is None:
@@ -86,12 +86,8 @@ def plot_spectral_density(report: Mapping[str, Any], path: str | os.PathLike[str
             ax.set_title(title)
         fig.tight_layout()
         outputs = [target] + ([target.with_suffix(".pdf")] if pdf and target.suffix.lower() == ".png" else [])
-        import io
-
         for output in outputs:
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=output.suffix[1:].lower(), dpi=150)
-            atomic_write_bytes(output, buffer.getvalue())
+            save_figure(fig, output, dpi=150)
     finally:
         plt.close(fig)
     return outputs

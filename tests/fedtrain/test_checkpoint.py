@@ -95,3 +95,12 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
         save_checkpoint(_checkpoint(swa=True), path)
     assert file_sha256(path) == before
     assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    from fedtrain.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
