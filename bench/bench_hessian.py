@@ -65,21 +65,34 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def run_pyhessian(model, inputs, labels, k, seed):
+def run_pyhessian(model, inputs, labels, k, seed, tol=1e-3):
     import copy
+    import importlib
     import warnings
 
-    import pyhessian.hessian as ph
-
+    ph = importlib.import_module("pyhessian.hessian")  # the module (the package rebinds the name to the class)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
         start = time.perf_counter()
-        engine = ph.hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(inputs, labels), cuda=False)
+        if len(labels) <= 256:
+            engine = ph.hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(inputs, labels), cuda=False)
+        else:  # PyHessian's full-dataset mode: a DataLoader of batches of 256, as its README does for large sets
+            loader = [(inputs[i : i + 256], labels[i : i + 256]) for i in range(0, len(labels), 256)]
+            engine = ph.hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), dataloader=loader, cuda=False)
+        full_products = [0]
+        if len(labels) > 256:  # one dataloader_hv_product per vector (it calls hessian_vector_product per batch)
+            per_dataset = engine.dataloader_hv_product
+
+            def counted(v):
+                full_products[0] += 1
+                return per_dataset(v)
+
+            engine.dataloader_hv_product = counted
         with counting_hvps(ph, "hessian_vector_product") as counter:
-            values, _ = engine.eigenvalues(maxIter=100, tol=1e-3, top_n=k)
+            values, _ = engine.eigenvalues(maxIter=200, tol=tol, top_n=k)
         seconds = time.perf_counter() - start
-    return sorted((float(v) for v in values), reverse=True), counter[0], seconds
+    return sorted((float(v) for v in values), reverse=True), full_products[0] or counter[0], seconds
 
 
 def run_eigenthings(model, inputs, labels, k, seed, max_iter=None):
@@ -121,26 +134,37 @@ def hvp_vs_gradient(operator: HessianOperator, repeats: int = 5) -> tuple[float,
 
 def bench_eigen(model, dataset, num_examples: int, seed: int, lines: list[str]) -> None:
     inputs, labels = evaluation_tensors(dataset, "train", num_examples, seed)
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, num_examples))
-    reference = top_eigenpairs(operator, 5, tol=1e-8, max_matvecs=600, generator=torch.Generator().manual_seed(seed + 99))
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, 256))
+    # The reference is computed in float64 (float32 products cannot resolve residuals below ~1e-6).
+    exact_operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, 256), dtype=torch.float64)
+    reference = top_eigenpairs(exact_operator, 5, tol=1e-9, max_matvecs=400, generator=torch.Generator().manual_seed(seed + 99))
     ref = reference.values.tolist()
-    emit(lines, f"\n## paper CNN, Fashion-MNIST train subset of {num_examples} (one batch), {operator.dim:,} parameters")
-    emit(lines, f"reference (our Lanczos, tol 1e-8, {reference.num_matvecs} HVPs, converged {all(reference.converged)}, "
+    emit(lines, f"\n## paper CNN, Fashion-MNIST train subset of {num_examples} (batches of 256), {operator.dim:,} parameters")
+    emit(lines, f"reference (our Lanczos in float64, tol 1e-9, {reference.num_matvecs} HVPs, converged {all(reference.converged)}, "
                  f"verified {reference.verified}): " + ", ".join(f"{v:.5f}" for v in ref))
-    emit(lines, f"{'k':>2} {'engine':<34} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'speed-up vs pyhessian':>22}")
+    emit(lines, f"{'k':>2} {'engine':<34} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'speed-up vs pyhessian at <=1e-3':>22}")
     for k in (1, 5):
-        ours, ours_s = timed(lambda: top_eigenpairs(operator, k, tol=1e-3, generator=torch.Generator().manual_seed(seed)))
-        ph_values, ph_hvps, ph_s = run_pyhessian(model, inputs, labels, k, seed)
-        rows = [(f"fedlandscape lanczos tol 1e-3", ours_s, ours.num_matvecs, relative_error(ours.values, ref), all(ours.converged)),
-                ("pyhessian power iter (maxIter 100)", ph_s, ph_hvps, relative_error(ph_values, ref), None)]
+        rows = []
+        for tol in (1e-2, 1e-3):
+            ours, ours_s = timed(lambda: top_eigenpairs(operator, k, tol=tol, generator=torch.Generator().manual_seed(seed)))
+            rows.append((f"fedlandscape lanczos tol {tol:g}", ours_s, ours.num_matvecs, relative_error(ours.values, ref),
+                         all(ours.converged)))
+        pyhessian_rows = []
+        for tol in (1e-3, 1e-4):
+            ph_values, ph_hvps, ph_s = run_pyhessian(model, inputs, labels, k, seed, tol)
+            pyhessian_rows.append((f"pyhessian power iter tol {tol:g}", ph_s, ph_hvps, relative_error(ph_values, ref), None))
+        rows += pyhessian_rows
         for max_iter in (None, 60):
             values, steps, seconds, flags = run_eigenthings(model, inputs, labels, k, seed, max_iter)
             rows.append((f"eigenthings lanczos max_iter={max_iter or 'default'}", seconds, steps, relative_error(values, ref), all(flags)))
             if k == 5:
                 rows[-1] = (rows[-1][0] + " [" + ", ".join(f"{v:.4f}" for v in values) + "]",) + rows[-1][1:]
+        # Speed-ups are against PyHessian's fastest run within 1e-3 of the reference (its tightest run if none is).
+        accurate = [r for r in pyhessian_rows if r[3] <= 1e-3] or pyhessian_rows[-1:]
+        baseline = min(r[1] for r in accurate)
         for name, seconds, hvps, error, flag in rows:
             flag_text = "" if flag is None else f" (flagged converged: {flag})"
-            emit(lines, f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {error:11.2e} {ph_s / seconds:21.1f}x{flag_text}")
+            emit(lines, f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {error:11.2e} {baseline / seconds:21.1f}x{flag_text}")
     gradient_s, fwd_rev_s, double_backward_s = hvp_vs_gradient(operator)
     emit(lines, f"one gradient {gradient_s * 1e3:.0f} ms; one HVP fwd-rev {fwd_rev_s * 1e3:.0f} ms "
                  f"({fwd_rev_s / gradient_s:.2f}x gradient), double backward {double_backward_s * 1e3:.0f} ms "

@@ -132,7 +132,7 @@ def _plain(value: Any) -> Any:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that matter for reproducing a result."""
+    """Versions of the libraries, and the torch thread count, that matter for reproducing a result bit for bit."""
     import numpy
 
     try:
@@ -141,7 +141,9 @@ def library_versions() -> dict[str, str]:
         ours = version("fedlandscape")
     except Exception:  # noqa: BLE001 - running from a source tree without installation
         ours = "unknown"
-    return {"fedlandscape": ours, "torch": str(torch.__version__), "numpy": str(numpy.__version__), "python": platform.python_version()}
+    # The thread count changes the order of floating-point reductions, hence the last bits of every result.
+    return {"fedlandscape": ours, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
 
 
 def save_checkpoint(checkpoint: Checkpoint | Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -52,7 +52,8 @@ def dense_hessian(
             f"above max_params={max_params:,}. Use the Lanczos/SLQ estimators (landscape.lanczos, landscape.density) "
             "instead, or raise max_params for a model you know fits in memory."
         )
-    operator = HessianOperator(model, loss_fn, batches, dtype=dtype, check_deterministic=False, method="double-backward")
+    operator = HessianOperator(model, loss_fn, batches, dtype=dtype, check_deterministic=False, method="double-backward",
+                               cache_graph=False)
     flat = operator.flatten(operator.params).to(dtype)
 
     def loss_of_flat(vector: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:

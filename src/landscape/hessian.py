@@ -178,6 +178,7 @@ def analyze_model(
     start_all = time.perf_counter()
     operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
     config["hvp_method"] = operator.method
+    config["hvp_cached_graph"] = operator.cache_graph
     config["num_parameters"] = operator.dim
     hvps: dict[str, int] = {}
     seconds: dict[str, float] = {}

@@ -33,7 +33,7 @@ __all__ = ["Eigenpairs", "top_eigenpairs", "default_max_matvecs"]
 # exactly-zero eigenvalues can converge.
 _FLOOR = 1e-8
 # Relative residual at which a verification candidate is trusted to lie below lambda_k.
-_VERIFY_TOL = 1e-2
+_VERIFY_TOL = 1e-1
 
 
 @dataclass(frozen=True)

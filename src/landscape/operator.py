@@ -15,9 +15,16 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from torch.func import functional_call
+
 from landscape.hvp import Batch, HvpFunction, LossFunction, detect_hvp_method, make_hvp
 
-__all__ = ["LinearOperator", "DenseOperator", "HessianOperator", "as_operator", "split_batches"]
+__all__ = ["LinearOperator", "DenseOperator", "HessianOperator", "as_operator", "split_batches", "CACHE_MAX_EXAMPLES", "CACHE_MAX_PARAMS"]
+
+# Bounds under which HessianOperator keeps the first-order graphs by default (memory: the activations of
+# CACHE_MAX_EXAMPLES samples and their double-backward buffers, a few hundred MB for the paper's CNN).
+CACHE_MAX_EXAMPLES = 4096
+CACHE_MAX_PARAMS = 2_000_000
 
 
 @runtime_checkable
@@ -91,6 +98,11 @@ class HessianOperator:
             given, which must then be deterministic).
         check_deterministic: compare two products of the same vector on the first batch and raise
             when they differ.
+        cache_graph: keep each batch's first-order graph (the gradient, built once with
+            ``create_graph=True``) so that a product is a single backward pass through it instead of a
+            new forward and backward (PyHessian does this for one batch); ``"auto"`` caches when the
+            data have at most :data:`CACHE_MAX_EXAMPLES` samples and the model at most
+            :data:`CACHE_MAX_PARAMS` parameters, which bounds the memory the graphs hold.
 
     Raises:
         ValueError: no batches, no trainable parameters, or unknown options.
@@ -107,6 +119,7 @@ class HessianOperator:
         dtype: torch.dtype | None = None,
         bn_mode: Literal["eval", "train"] = "eval",
         check_deterministic: bool = True,
+        cache_graph: bool | Literal["auto"] = "auto",
     ) -> None:
         if not batches:
             raise ValueError("HessianOperator needs at least one batch of data.")
@@ -135,6 +148,34 @@ class HessianOperator:
         self.hvp: HvpFunction = make_hvp(self.model, loss_fn, method=method)  # type: ignore[arg-type]
         if check_deterministic:
             self._check_deterministic()
+        if cache_graph == "auto":
+            cache_graph = self.num_examples <= CACHE_MAX_EXAMPLES and self.dim <= CACHE_MAX_PARAMS
+        self.cache_graph = bool(cache_graph)
+        self._graphs = [self._first_order_graph(batch) for batch in self.batches] if self.cache_graph else []
+
+    def _first_order_graph(self, batch: Batch) -> tuple[dict[str, Tensor], list[Tensor | None]]:
+        """Leaves and the gradient of one batch's loss, with its graph kept for later products."""
+        inputs, targets = batch
+        with torch.enable_grad():
+            leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+            loss = self.loss_fn(functional_call(self.model, leaves, (inputs,)), targets)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        return leaves, list(grads)
+
+    def _batch_products(self, tangent: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """``H_b v`` for every batch ``b``."""
+        if not self.cache_graph:
+            return [self.hvp(self.params, batch, tangent) for batch in self.batches]
+        products = []
+        for leaves, grads in self._graphs:
+            pairs = [(g, tangent[name]) for name, g in zip(leaves, grads) if g is not None and g.requires_grad]
+            if not pairs:  # the loss is at most linear in every parameter
+                products.append({name: torch.zeros_like(p) for name, p in leaves.items()})
+                continue
+            hv = torch.autograd.grad([g for g, _ in pairs], list(leaves.values()), grad_outputs=[t for _, t in pairs],
+                                     retain_graph=True, allow_unused=True)
+            products.append({name: torch.zeros_like(leaves[name]) if h is None else h for name, h in zip(leaves, hv)})
+        return products
 
     def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
         """Concatenate a parameter-shaped dict into one float64 vector (parameter order)."""
@@ -153,19 +194,16 @@ class HessianOperator:
         """``H v`` for a flat vector ``v`` of length ``dim`` (float64 result): one pass over the data."""
         if vector.shape != (self.dim,):
             raise ValueError(f"matvec expects a vector of shape ({self.dim},), got {tuple(vector.shape)}.")
-        tangent = self.unflatten(vector)
         total = torch.zeros(self.dim, dtype=torch.float64)
-        for batch, count in zip(self.batches, self.counts):
-            total += (count / self.num_examples) * self.flatten(self.hvp(self.params, batch, tangent))
+        for product, count in zip(self._batch_products(self.unflatten(vector)), self.counts):
+            total += (count / self.num_examples) * self.flatten(product)
         return total
 
     def matmat(self, matrix: Tensor) -> Tensor:
         """``H V`` for ``V`` of shape ``(dim, k)``: one pass over the data, ``k`` products per batch."""
-        tangents = [self.unflatten(matrix[:, j]) for j in range(matrix.shape[1])]
         total = torch.zeros(self.dim, matrix.shape[1], dtype=torch.float64)
-        for batch, count in zip(self.batches, self.counts):
-            for j, tangent in enumerate(tangents):
-                total[:, j] += (count / self.num_examples) * self.flatten(self.hvp(self.params, batch, tangent))
+        for j in range(matrix.shape[1]):
+            total[:, j] = self.matvec(matrix[:, j])
         return total
 
     def vector_to_params(self, vector: Tensor) -> dict[str, Tensor]:

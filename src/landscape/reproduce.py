@@ -9,7 +9,7 @@ Layout of ``OUT``::
         analysis/hessian.json, analysis/surface.npz
     planes/<split>-seed<k>/surface.npz     train-loss plane through FedAvg, FedASAM, FedASAM+SWA
     figures/                               figures, results table, claims
-    reproduce.json                         what each stage did and how long it took
+    reproduce.json                         per invocation, what each stage did and how long it took
 
 SWA runs branch off their plain run at the SWA start round (``fedtrain.run.train(init_from=...)``),
 which is exact because the two runs are identical until then: X and X+SWA cost about 1.25 runs.
@@ -171,7 +171,8 @@ def reproduce(
         log: called with one line per stage (the library itself never prints).
 
     Returns:
-        The record also written to ``reproduce.json``: per stage what was done or skipped and its seconds.
+        The record of this invocation, also appended to ``reproduce.json``: per stage what was done or
+        skipped and its seconds.
 
     Raises:
         ConfigError: an unknown preset, or ``out`` holding a reproduction with other settings.
@@ -238,7 +239,9 @@ def reproduce(
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")
     record["figures"] = {k: [str(p) for p in v] for k, v in written.items()}
     record["total_seconds"] = sum(s["seconds"] for s in record["stages"])
-    write_json(root / "reproduce.json", record)
+    history_file = root / "reproduce.json"
+    history = read_json(history_file).get("invocations", []) if history_file.is_file() else []
+    write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
 
 

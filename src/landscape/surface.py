@@ -101,7 +101,7 @@ def compute_surface(
     *,
     bn: str = "eval",
     recalibration_inputs: Tensor | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     points_per_pass: int = 8,
     method: str = "loop",
     resume_from: Surface | None = None,

@@ -108,7 +108,7 @@ class Evaluator:
         self,
         model: nn.Module,
         *,
-        batch_size: int = 256,
+        batch_size: int = 64,
         method: Method = "loop",
         bn: BnMode = "eval",
         recalibration_inputs: Tensor | None = None,

@@ -81,7 +81,7 @@ def surface_for_checkpoint(
     bn: str = "eval",
     weights: str = "auto",
     one_dim: str = "zero",
-    batch_size: int = 256,
+    batch_size: int = 64,
     points_per_pass: int = 8,
     method: str = "loop",
     data_dir: str | os.PathLike[str] | None = None,

@@ -14,10 +14,12 @@ from landscape.operator import DenseOperator, HessianOperator, as_operator, spli
 from tests.landscape.hessian_cases import MODEL_CASES, MODEL_IDS, single_threaded  # noqa: F401 (autouse fixture)
 
 
+@pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
 @pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])
 @pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)
-def test_matvec_and_matmat_equal_the_dense_hessian(case, method):
-    operator = case.operator(method=method)
+def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph):
+    operator = case.operator(method=method, cache_graph=cache_graph)
+    assert operator.cache_graph is cache_graph
     exact = dense_hessian(case.model(), cross_entropy, case.batches())
     V = torch.randn(operator.dim, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(operator.matmat(V), exact @ V, rtol=1e-10, atol=1e-12)
@@ -108,3 +110,16 @@ def test_dense_tensors_are_operators():
         as_operator([[1.0]])
     with pytest.raises(ValueError, match="square matrix"):
         DenseOperator(torch.ones(2, 3))
+
+
+def test_graph_cache_is_automatic_for_small_problems_only():
+    case = MODEL_CASES[0]
+    assert case.operator().cache_graph
+    from landscape import operator as operator_module
+
+    limit = operator_module.CACHE_MAX_EXAMPLES
+    try:
+        operator_module.CACHE_MAX_EXAMPLES = 3
+        assert not case.operator().cache_graph
+    finally:
+        operator_module.CACHE_MAX_EXAMPLES = limit

@@ -61,7 +61,7 @@ def test_every_stage_writes_its_files(smoke):
         assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
     for name in ("results.md", "results.csv", "claims.md"):
         assert (out / "figures" / name).is_file()
-    assert json.loads((out / "reproduce.json").read_text())["stages"] == record["stages"]
+    assert json.loads((out / "reproduce.json").read_text())["invocations"][0]["stages"] == record["stages"]
     assert any(line.startswith("[train] heterogeneous fedasam-swa seed 0 (from the SWA start") for line in lines)
 
 
@@ -111,6 +111,8 @@ def test_a_rerun_after_completion_only_redraws(smoke):
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     record = reproduce("smoke", out, seeds=1)
     assert all(s["skipped"] for s in record["stages"] if s["stage"] != "figures")
+    history = json.loads((out / "reproduce.json").read_text())["invocations"]
+    assert len(history) == 2 and history[-1] == json.loads(json.dumps(record)) and not history[0]["stages"][0]["skipped"]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == before
 
 
