@@ -34,5 +34,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Benchmarks against the peers (minutes; not part of the tests). Outputs go to bench/results/.
+bench: setup
+	$(BIN)/python bench/bench_train.py --rounds 24
+	$(BIN)/python bench/bench_surface.py --samples 500 --steps 11 --repeats 2 | tee bench/results/surface.txt
+	$(BIN)/python bench/bench_hessian.py --samples 256
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
