@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "write_json", "read_json", "save_figure"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "json_roundtrip", "write_json", "read_json", "save_figure"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -61,6 +61,11 @@ def _plain(value: Any) -> Any:
 def to_json(obj: Any) -> str:
     """Strict JSON text: arrays and tensors as lists, NaN and infinities as null, paths as strings."""
     return json.dumps(_plain(obj), indent=2, allow_nan=False)
+
+
+def json_roundtrip(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file written by :func:`write_json` (tuples become lists...)."""
+    return json.loads(to_json(obj))
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

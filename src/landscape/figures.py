@@ -30,6 +30,7 @@ import numpy as np
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_text, read_json, save_figure
 from landscape.surface_io import Surface, load_surface
+from landscape.surface_plot import new_figure
 
 __all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "algorithm_label", "split_label"]
 
@@ -208,12 +209,6 @@ def write_results_table(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[P
     return [md, csv_path]
 
 
-def _figure(columns: int, rows: int, width: float, height: float, **kwargs: Any) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width * columns, height * rows), layout="constrained", **kwargs)
-
-
 def plot_surface_grid(records: Sequence[RunRecord], path: Path, *, key: str = "train_loss") -> list[Path]:
     """The paper's Fig. 1: 3-D surfaces, one row per split, one column per algorithm, one colour scale."""
     from landscape.surface_plot import draw_surface_3d, shared_limits
@@ -224,7 +219,7 @@ def plot_surface_grid(records: Sequence[RunRecord], path: Path, *, key: str = "t
     splits = sorted({r.split for r in with_surface})
     algorithms = sorted({r.algorithm for r in with_surface}, key=_order)
     vmin, vmax = shared_limits([r.surface for r in with_surface], key)  # type: ignore[misc]
-    fig = _figure(len(algorithms), len(splits), 2.3, 2.2)
+    fig = new_figure(len(algorithms), len(splits), 2.3, 2.2)
     mappable = None
     for i, split in enumerate(splits):
         for j, algorithm in enumerate(algorithms):
@@ -252,7 +247,7 @@ def plot_sharpness(rows: Sequence[dict[str, Any]], path: Path) -> list[Path]:
     splits = sorted({r["split"] for r in rows})
     algorithms = sorted({r["algorithm"] for r in rows}, key=_order)
     k = next((r["top_k"] for r in rows if r["top_k"]), 5)
-    fig = _figure(2, 1, max(3.2, 0.55 * len(algorithms) + 1.5), 2.6)
+    fig = new_figure(2, 1, max(3.2, 0.55 * len(algorithms) + 1.5), 2.6)
     width = 0.8 / len(splits)
     for ax, (key, title) in zip(fig.subplots(1, 2), [("lambda_1", "λ_max"), ("ratio", f"λ_max / λ_{k}")]):
         for s, split in enumerate(splits):
@@ -276,7 +271,7 @@ def plot_densities(records: Sequence[RunRecord], path: Path) -> list[Path]:
     if not with_density:
         return []
     splits = sorted({r.split for r in with_density})
-    fig = _figure(len(splits), 1, 3.6, 2.8)
+    fig = new_figure(len(splits), 1, 3.6, 2.8)
     axes = np.atleast_1d(fig.subplots(1, len(splits)))
     for ax, split in zip(axes, splits):
         for record in [r for r in with_density if r.split == split and r.seed == min(x.seed for x in with_density)]:
@@ -290,7 +285,7 @@ def plot_densities(records: Sequence[RunRecord], path: Path) -> list[Path]:
 def plot_accuracy(records: Sequence[RunRecord], path: Path) -> list[Path]:
     """Test accuracy versus round, one panel per split; mean over seeds with a min-max band; SWA start dashed."""
     splits = sorted({r.split for r in records})
-    fig = _figure(len(splits), 1, 3.6, 2.7)
+    fig = new_figure(len(splits), 1, 3.6, 2.7)
     axes = np.atleast_1d(fig.subplots(1, len(splits), sharey=True))
     for ax, split in zip(axes, splits):
         for (group_split, algorithm), group in sorted(_groups(records).items(), key=lambda kv: _order(kv[0][1])):
@@ -328,7 +323,7 @@ def plot_plane(name: str, surface: Surface, path: Path, *, key: str = "train_los
     # Equal axes keep the plane's geometry (distances between models are real); size the figure to it.
     aspect = float(np.ptp(surface.ycoordinates) / np.ptp(surface.xcoordinates))  # type: ignore[arg-type]
     wide = aspect < 0.6
-    fig = _figure(1, 1, 5.0, min(5.0, max(2.0, 5.0 * aspect + (1.4 if wide else 0.8))))
+    fig = new_figure(1, 1, 5.0, min(5.0, max(2.0, 5.0 * aspect + (1.4 if wide else 0.8))))
     ax = fig.subplots()
     drawn = draw_contour(ax, surface, key, filled=True, cmap="coolwarm")
     draw_contour(ax, surface, key)

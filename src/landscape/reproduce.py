@@ -27,7 +27,7 @@ from typing import Any
 from fedtrain.config import TrainConfig, preset_config
 from fedtrain.data import load_dataset
 from fedtrain.errors import ConfigError
-from fedtrain.io import read_json, write_json
+from fedtrain.io import json_roundtrip, read_json, write_json
 from fedtrain.run import RunPaths, train
 from landscape.claims import check_claims, write_claims
 from landscape.figures import make_figures
@@ -187,7 +187,7 @@ def reproduce(
     root = Path(out)
     plan = {"preset": name, "seeds": seeds, "settings": asdict(settings)}
     plan_file = root / "plan.json"
-    if plan_file.is_file() and read_json(plan_file) != read_json_roundtrip(plan):
+    if plan_file.is_file() and read_json(plan_file) != json_roundtrip(plan):
         raise ConfigError(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
@@ -244,14 +244,6 @@ def reproduce(
     write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
 
-
-def read_json_roundtrip(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), to compare with a saved plan."""
-    import json
-
-    from fedtrain.io import to_json
-
-    return json.loads(to_json(value))
 
 
 def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: Callable[..., None]) -> None:

@@ -176,7 +176,8 @@ def mark_models(ax: Any, surface: Surface, labels: Sequence[str] | None = None, 
             ax.annotate(names[k], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, zorder=zorder)
 
 
-def _new_figure(columns: int, rows: int = 1, width: float = 2.6, height: float = 2.3) -> Any:
+def new_figure(columns: int, rows: int = 1, width: float = 2.6, height: float = 2.3) -> Any:
+    """A constrained-layout figure of ``columns`` x ``rows`` panels, each ``width`` x ``height`` inches."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width * columns, height * rows), layout="constrained")
@@ -233,7 +234,7 @@ def plot_surfaces(named_surfaces: Mapping[str, Surface], path: str | os.PathLike
         raise ConfigError("Cannot put 1-D curves and 2-D surfaces in one figure; plot them separately.")
     with matplotlib.rc_context(_STYLE):
         if surfaces[0].ndim == 1:
-            figure = _new_figure(1, width=3.4, height=2.4)
+            figure = new_figure(1, width=3.4, height=2.4)
             ax = figure.add_subplot()
             for name, surface in named_surfaces.items():
                 draw_curve_1d(ax, surface, key, log_scale=log_scale, label=name or None)
@@ -244,7 +245,7 @@ def plot_surfaces(named_surfaces: Mapping[str, Surface], path: str | os.PathLike
         top = vmax if vmax is not None else top
         columns = columns or len(surfaces)
         rows = -(-len(surfaces) // columns)
-        figure = _new_figure(columns, rows, height=2.6 if kind == "3d" else 2.3)
+        figure = new_figure(columns, rows, height=2.6 if kind == "3d" else 2.3)
         drawn = None
         for index, (name, surface) in enumerate(named_surfaces.items()):
             projection = "3d" if kind == "3d" else None

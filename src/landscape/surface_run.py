@@ -13,6 +13,7 @@ from torch import nn
 from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_checkpoint
 from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.io import json_roundtrip
 from landscape.directions import (
     Directions,
     directions_from_vectors,
@@ -224,7 +225,7 @@ def _partial_to_resume(target: Path | None, request: dict[str, Any], resume: boo
             )
         return None
     stored = existing.metadata.get("request", {})
-    differing = sorted(k for k in request if stored.get(k) != _json_roundtrip(request[k]))
+    differing = sorted(k for k in request if stored.get(k) != json_roundtrip(request[k]))
     if differing:
         raise ConfigError(
             f"Cannot resume {target}: it was computed with different settings ({', '.join(differing)}). Resume with "
@@ -232,13 +233,6 @@ def _partial_to_resume(target: Path | None, request: dict[str, Any], resume: boo
         )
     return existing
 
-
-def _json_roundtrip(value: Any) -> Any:
-    import json
-
-    from fedtrain.io import to_json
-
-    return json.loads(to_json(value))
 
 
 def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
