@@ -24,12 +24,12 @@ import torch
 from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.io import atomic_write_text
 from fedtrain.models import build_model
-from landscape.exact import dense_hessian
-from landscape.hessian import cross_entropy
-from landscape.lanczos import top_eigenpairs
-from landscape.operator import HessianOperator, split_batches
-from landscape.peers import counting_hvps, eigenthings_operator
-from landscape.trace import trace_hutchinson, trace_hutchpp
+from landscape.hessian.exact import dense_hessian
+from landscape.hessian.analysis import cross_entropy
+from landscape.hessian.lanczos import top_eigenpairs
+from landscape.hessian.operator import HessianOperator, split_batches
+from landscape.hessian.peers import counting_hvps, eigenthings_operator
+from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 
 
 def emit(lines: list[str], line: str) -> None:
@@ -111,7 +111,7 @@ def hvp_vs_gradient(operator: HessianOperator, repeats: int = 5) -> tuple[float,
     """Median seconds of one gradient, one fwd-rev HVP and one double-backward HVP on the operator's data."""
     from torch.func import functional_call, grad
 
-    from landscape.hvp import make_hvp
+    from landscape.hessian.hvp import make_hvp
 
     batch = operator.batches[0]
     params = operator.params

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.models import build_model
-from landscape.directions import random_directions
-from landscape.surface import compute_surface, symmetric_coordinates
+from landscape.surface.directions import random_directions
+from landscape.surface.grid import compute_surface, symmetric_coordinates
 
 
 class PerSampleNormalizingDataset(Dataset):

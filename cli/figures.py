@@ -23,7 +23,7 @@ def figures(run_dirs: tuple[Path, ...], out: Path) -> None:
         wrote figures/surfaces_3d.png
         ...
     """
-    from landscape.figures import make_figures
+    from landscape.plots.paper import make_figures
 
     for files in make_figures(list(run_dirs), out).values():
         for file in files:

@@ -44,7 +44,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     """
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json, write_json
-    from landscape.hessian import analyze_checkpoint
+    from landscape.hessian.analysis import analyze_checkpoint
 
     if plot is not None and not density:
         raise ConfigError("--plot draws the eigenvalue density; drop --no-density or --plot.")
@@ -62,7 +62,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
         write_json(out, result)
         click.echo(f"wrote {out}", err=True)
     if plot is not None:
-        from landscape.spectrum_plot import plot_spectral_density
+        from landscape.plots.spectrum import plot_spectral_density
 
         for written in plot_spectral_density(result, plot, title=checkpoint.name):
             click.echo(f"wrote {written}", err=True)

@@ -30,7 +30,7 @@ def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None) -> None
         ...
         [figures] runs/quick/figures: accuracy, claims, plane_heterogeneous-seed0, results, sharpness, ...
     """
-    from landscape.reproduce import reproduce as run_reproduction
+    from landscape.report.reproduce import reproduce as run_reproduction
 
     record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, log=click.echo)
     click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}")

@@ -49,9 +49,9 @@ def plot_surface(checkpoints, directions, interpolate, plane, range_, steps, dim
     """
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json
-    from landscape.surface import load_surface
-    from landscape.surface_plot import write_figures
-    from landscape.surface_run import checkpoint_labels, surfaces_for_checkpoints
+    from landscape.surface.record import load_surface
+    from landscape.plots.surface import write_figures
+    from landscape.surface.api import checkpoint_labels, surfaces_for_checkpoints
 
     if from_files and checkpoints:
         raise ConfigError("Pass either checkpoints to compute or --from surface files to re-plot, not both.")

@@ -1,61 +1,68 @@
 """fedtrain: federated training (FedAvg, FedSAM, FedASAM, +SWA) on federated splits of real datasets."""
 
-from fedtrain.checkpoint import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
-from fedtrain.data import DATASETS, ImageDataset, augment_batch, evaluation_tensors, load_dataset
-from fedtrain.errors import CheckpointError, ConfigError, DataFormatError, DataNotFoundError, LandscapeError
-from fedtrain.models import MODELS, build_model, count_parameters
-from fedtrain.aggregate import aggregate
-from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, client_update
-from fedtrain.config import PRESETS, TrainConfig, load_config_file, preset_config, resolve_config
-from fedtrain.run import load_run_config, run_rounds, train
-from fedtrain.sam import SAM, asam_epsilon, sam_epsilon
-from fedtrain.server import ServerState, select_clients, server_update
-from fedtrain.swa import collects, cyclic_lr, swa_average
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+# Public name -> the module that owns it. Imported on first use, so that importing one torch-free
+# module of the package (errors, config, settings) does not import torch.
+_EXPORTS: dict[str, str] = {
     # data
-    "DATASETS",
-    "ImageDataset",
-    "load_dataset",
-    "augment_batch",
-    "evaluation_tensors",
+    "DATASETS": "fedtrain.data",
+    "ImageDataset": "fedtrain.data",
+    "load_dataset": "fedtrain.data",
+    "augment_batch": "fedtrain.data",
+    "evaluation_tensors": "fedtrain.data",
     # models
-    "MODELS",
-    "build_model",
-    "count_parameters",
+    "MODELS": "fedtrain.models",
+    "build_model": "fedtrain.models",
+    "count_parameters": "fedtrain.models",
     # checkpoints
-    "Checkpoint",
-    "save_checkpoint",
-    "load_checkpoint",
-    "file_sha256",
+    "Checkpoint": "fedtrain.checkpoint",
+    "save_checkpoint": "fedtrain.checkpoint",
+    "load_checkpoint": "fedtrain.checkpoint",
+    "file_sha256": "fedtrain.checkpoint",
     # federated training
-    "TrainConfig",
-    "PRESETS",
-    "preset_config",
-    "resolve_config",
-    "load_config_file",
-    "train",
-    "load_run_config",
-    "run_rounds",
-    "ClientConfig",
-    "ClientShard",
-    "ClientUpdate",
-    "client_update",
-    "aggregate",
-    "ServerState",
-    "select_clients",
-    "server_update",
-    "SAM",
-    "sam_epsilon",
-    "asam_epsilon",
-    "cyclic_lr",
-    "collects",
-    "swa_average",
-    "NonFiniteLossError",
+    "TrainConfig": "fedtrain.config",
+    "PRESETS": "fedtrain.config",
+    "preset_config": "fedtrain.config",
+    "resolve_config": "fedtrain.config",
+    "load_config_file": "fedtrain.config",
+    "train": "fedtrain.run",
+    "load_run_config": "fedtrain.run",
+    "run_rounds": "fedtrain.run",
+    "ClientConfig": "fedtrain.client",
+    "ClientShard": "fedtrain.client",
+    "ClientUpdate": "fedtrain.client",
+    "client_update": "fedtrain.client",
+    "aggregate": "fedtrain.aggregate",
+    "ServerState": "fedtrain.server",
+    "select_clients": "fedtrain.server",
+    "server_update": "fedtrain.server",
+    "SAM": "fedtrain.sam",
+    "sam_epsilon": "fedtrain.sam",
+    "asam_epsilon": "fedtrain.sam",
+    "cyclic_lr": "fedtrain.swa",
+    "collects": "fedtrain.swa",
+    "swa_average": "fedtrain.swa",
+    "NonFiniteLossError": "fedtrain.client",
     # errors
-    "LandscapeError",
-    "ConfigError",
-    "DataNotFoundError",
-    "DataFormatError",
-    "CheckpointError",
-]
+    "LandscapeError": "fedtrain.errors",
+    "ConfigError": "fedtrain.errors",
+    "DataNotFoundError": "fedtrain.errors",
+    "DataFormatError": "fedtrain.errors",
+    "CheckpointError": "fedtrain.errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,44 +1,54 @@
 """landscape: Hessian spectra and loss surfaces of any checkpoint, and paper-style figures."""
 
-from landscape.density import SpectralDensity, density_slq
-from landscape.directions import Directions, interpolation_directions, plane_directions, random_directions
-from landscape.exact import dense_hessian
-from landscape.hessian import HessianReport, analyze_checkpoint, analyze_model, hessian_eigenvectors
-from landscape.hvp import make_hvp
-from landscape.lanczos import Eigenpairs, top_eigenpairs
-from landscape.operator import DenseOperator, HessianOperator
-from landscape.power import power_iteration_eigenpairs
-from landscape.surface import compute_surface, surface_for_checkpoint
-from landscape.surface_io import Surface, load_surface, save_surface
-from landscape.trace import TraceEstimate, trace_hutchinson, trace_hutchpp
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+# Public name -> the module that owns it. Imported on first use, so that importing one torch-free
+# module of the package (errors, config, settings) does not import torch.
+_EXPORTS: dict[str, str] = {
+    # settings records
+    "HessianSettings": "landscape.settings",
+    "SurfaceSettings": "landscape.settings",
     # Hessian operator and estimators
-    "make_hvp",
-    "HessianOperator",
-    "DenseOperator",
-    "top_eigenpairs",
-    "Eigenpairs",
-    "power_iteration_eigenpairs",
-    "trace_hutchinson",
-    "trace_hutchpp",
-    "TraceEstimate",
-    "density_slq",
-    "SpectralDensity",
-    "dense_hessian",
+    "make_hvp": "landscape.hessian.hvp",
+    "HessianOperator": "landscape.hessian.operator",
+    "DenseOperator": "landscape.hessian.operator",
+    "top_eigenpairs": "landscape.hessian.lanczos",
+    "Eigenpairs": "landscape.hessian.lanczos",
+    "power_iteration_eigenpairs": "landscape.hessian.power",
+    "trace_hutchinson": "landscape.hessian.trace",
+    "trace_hutchpp": "landscape.hessian.trace",
+    "TraceEstimate": "landscape.hessian.trace",
+    "density_slq": "landscape.hessian.density",
+    "SpectralDensity": "landscape.hessian.density",
+    "dense_hessian": "landscape.hessian.exact",
     # Hessian analysis of models and checkpoints
-    "hessian_eigenvectors",
-    "analyze_model",
-    "analyze_checkpoint",
-    "HessianReport",
+    "hessian_eigenvectors": "landscape.hessian.analysis",
+    "analyze_model": "landscape.hessian.analysis",
+    "analyze_checkpoint": "landscape.hessian.analysis",
+    "HessianReport": "landscape.hessian.analysis",
     # loss surfaces
-    "random_directions",
-    "interpolation_directions",
-    "plane_directions",
-    "Directions",
-    "compute_surface",
-    "surface_for_checkpoint",
-    "Surface",
-    "save_surface",
-    "load_surface",
-]
+    "random_directions": "landscape.surface.directions",
+    "interpolation_directions": "landscape.surface.directions",
+    "plane_directions": "landscape.surface.directions",
+    "Directions": "landscape.surface.directions",
+    "compute_surface": "landscape.surface.grid",
+    "surface_for_checkpoint": "landscape.surface.api",
+    "Surface": "landscape.surface.record",
+    "save_surface": "landscape.surface.record",
+    "load_surface": "landscape.surface.record",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fedlandscape_cli import main
 from fedtrain.checkpoint import Checkpoint, save_checkpoint
 from fedtrain.models import build_model
-from tests.landscape.hessian_cases import single_threaded  # noqa: F401 (autouse fixture)
+from tests.landscape.hessian.cases import single_threaded  # noqa: F401 (autouse fixture)
 
 QUICK = ["--samples", "100", "--batch-size", "50", "--top-k", "2", "--trace-matvecs", "9", "--density-probes", "2", "--density-steps", "10"]
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fedlandscape_cli import main
 from fedtrain.checkpoint import Checkpoint, save_checkpoint
 from fedtrain.models import build_model
-from landscape.surface import load_surface
+from landscape.surface.record import load_surface
 
 KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [8]}
 FAST = ["--steps", "3", "--samples", "60"]

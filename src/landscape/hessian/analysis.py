@@ -1,0 +1,323 @@
+"""The Hessian analysis of a model or a checkpoint: top eigenpairs, trace and density, in one report.
+
+This is the library entry point of ``landscape hessian``: :func:`analyze_checkpoint` reads model
+and data spec from a checkpoint and returns a :class:`HessianReport` whose ``to_dict()`` is the
+command's JSON. :func:`hessian_eigenvectors` serves loss-surface directions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from fedtrain.checkpoint import file_sha256, library_versions, load_checkpoint
+from fedtrain.data import evaluation_tensors, load_dataset
+from fedtrain.errors import ConfigError
+from fedtrain.io import atomic_write_bytes
+from landscape.hessian.density import density_slq
+from landscape.hessian.lanczos import top_eigenpairs
+from landscape.hessian.operator import HessianOperator, split_batches
+from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
+
+__all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint"]
+
+BACKENDS = ("fedlandscape", "pyhessian")
+TRACE_METHODS = ("hutch++", "hutchinson")
+
+
+def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy, the training loss of every model in this toolkit."""
+    return torch.nn.functional.cross_entropy(outputs, targets)
+
+
+def hessian_eigenvectors(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    top_k: int = 2,
+    batch_size: int = 256,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> tuple[list[float], list[dict[str, Tensor]]]:
+    """Top-``k`` eigenvalues (descending) and eigenvectors of the Hessian of the mean cross-entropy.
+
+    The Hessian is that of the mean loss over all of ``(inputs, labels)`` (split into batches of
+    ``batch_size`` only to bound memory), with BatchNorm/dropout in eval mode. The model is not
+    modified. Eigenvectors have unit norm over all parameters and are returned as dicts keyed by
+    parameter name, with the parameters' shapes and dtype (e.g. loss-surface directions).
+
+    Args:
+        model: the network.
+        inputs: model inputs (normalised, never augmented).
+        labels: class labels.
+        top_k: number of eigenpairs.
+        batch_size: samples per Hessian-vector product pass.
+        tol: relative residual tolerance of :func:`~landscape.hessian.lanczos.top_eigenpairs`.
+        seed: seed of the Lanczos start vectors.
+
+    Returns:
+        ``(eigenvalues, eigenvectors)``.
+    """
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
+    pairs = top_eigenpairs(operator, top_k, tol=tol, generator=torch.Generator().manual_seed(seed))
+    vectors = [operator.vector_to_params(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
+    return [float(v) for v in pairs.values], vectors
+
+
+@dataclass
+class HessianReport:
+    """The result of a Hessian analysis, plain values only (``to_dict()`` is the CLI's JSON).
+
+    Attributes:
+        eigenvalues: top-k eigenvalues, descending.
+        residuals: true residuals ``||H v - lambda v||`` (``None`` entries where the backend gives none).
+        converged: per pair, ``residual <= tol |lambda|``.
+        trace: ``{"estimate", "stderr", "method", "num_matvecs"}`` or ``None``.
+        density: ``{"nodes", "weights", "grid", "values", "bandwidth", "num_matvecs"}`` or ``None``.
+        hvps: Hessian-vector products used, per quantity and in total.
+        seconds: wall time, per quantity and in total.
+        config: everything needed to rerun: checkpoint, weights, data, seeds, budgets, versions.
+        errors: per quantity, why a backend could not compute it.
+        verified: whether the multiplicity check of the eigensolver completed.
+        eigenvectors: the eigenvectors as ``{parameter name: tensor}`` dicts, when they were kept
+            (not part of ``to_dict()``).
+    """
+
+    eigenvalues: list[float]
+    residuals: list[float | None]
+    converged: list[bool | None]
+    trace: dict[str, Any] | None
+    density: dict[str, Any] | None
+    hvps: dict[str, int]
+    seconds: dict[str, float]
+    config: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    verified: bool | None = None
+    eigenvectors: list[dict[str, Tensor]] | None = field(default=None, repr=False)
+
+    @property
+    def ratio(self) -> float | None:
+        """``lambda_1 / lambda_k``."""
+        if not self.eigenvalues or self.eigenvalues[-1] == 0:
+            return None
+        return self.eigenvalues[0] / self.eigenvalues[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eigenvalues": self.eigenvalues,
+            "ratio": self.ratio,
+            "residuals": self.residuals,
+            "converged": self.converged,
+            "multiplicity_verified": self.verified,
+            "trace": self.trace,
+            "density": self.density,
+            "hvps": self.hvps,
+            "seconds": self.seconds,
+            "config": self.config,
+            "errors": self.errors,
+        }
+
+
+def analyze_model(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 256,
+    top_k: int = 5,
+    tol: float = 1e-3,
+    max_matvecs: int | None = None,
+    trace: bool = True,
+    trace_method: Literal["hutch++", "hutchinson"] = "hutch++",
+    trace_matvecs: int = 60,
+    density: bool = True,
+    density_probes: int = 10,
+    density_steps: int = 80,
+    seed: int = 0,
+    backend: Literal["fedlandscape", "pyhessian"] = "fedlandscape",
+    keep_eigenvectors: bool = False,
+) -> HessianReport:
+    """Top-k eigenpairs, trace and SLQ density of the mean cross-entropy Hessian on ``(inputs, labels)``.
+
+    Seeds, one generator per component: Lanczos ``seed``, trace ``seed + 1``, density ``seed + 2``.
+    Products per quantity: top-k as needed (at most ``max_matvecs``), trace ``trace_matvecs``,
+    density ``density_probes * density_steps``; each product is one pass over all samples.
+
+    Returns:
+        :class:`HessianReport` (``config`` holds the analysis settings; no checkpoint fields);
+        ``eigenvectors`` is filled when ``keep_eigenvectors``.
+
+    Raises:
+        ConfigError: unknown backend or trace method, or budgets below their minimum.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if trace_method not in TRACE_METHODS:
+        raise ConfigError(f"trace_method must be one of {', '.join(TRACE_METHODS)}, got {trace_method!r}.")
+    if trace and trace_matvecs < 3:
+        raise ConfigError(f"trace_matvecs must be >= 3, got {trace_matvecs}.")
+    if top_k < 1 or batch_size < 1 or density_probes < 1 or density_steps < 1:
+        raise ConfigError("top_k, batch_size, density_probes and density_steps must all be >= 1.")
+    seeds = {"lanczos": seed, "trace": seed + 1, "density": seed + 2}
+    config: dict[str, Any] = {
+        "backend": backend, "num_examples": int(len(labels)), "batch_size": batch_size, "top_k": top_k, "tol": tol,
+        "max_matvecs": max_matvecs, "trace": trace, "trace_method": trace_method, "trace_matvecs": trace_matvecs,
+        "density": density, "density_probes": density_probes, "density_steps": density_steps,
+        "seeds": seeds, "bn_mode": "eval", "loss": "cross-entropy (mean)", "versions": library_versions(),
+    }
+    if backend == "pyhessian":
+        return _analyze_with_pyhessian(model, inputs, labels, config)
+    start_all = time.perf_counter()
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
+    config["hvp_method"] = operator.method
+    config["hvp_cached_graph"] = operator.cache_graph
+    config["num_parameters"] = operator.dim
+    hvps: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    pairs = top_eigenpairs(operator, min(top_k, operator.dim), tol=tol, max_matvecs=max_matvecs,
+                           generator=torch.Generator().manual_seed(seeds["lanczos"]))
+    hvps["eigenvalues"], seconds["eigenvalues"] = pairs.num_matvecs, time.perf_counter() - start
+    trace_out = None
+    if trace:
+        start = time.perf_counter()
+        estimator = trace_hutchpp if trace_method == "hutch++" else trace_hutchinson
+        estimate = estimator(operator, trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
+        trace_out = estimate.to_dict()
+        hvps["trace"], seconds["trace"] = estimate.num_matvecs, time.perf_counter() - start
+    density_out = None
+    if density:
+        start = time.perf_counter()
+        spectrum = density_slq(operator, num_probes=density_probes, num_steps=density_steps,
+                               generator=torch.Generator().manual_seed(seeds["density"]))
+        density_out = spectrum.to_dict()
+        hvps["density"], seconds["density"] = spectrum.num_matvecs, time.perf_counter() - start
+    hvps["total"] = sum(hvps.values())
+    seconds["total"] = time.perf_counter() - start_all
+    report = HessianReport(
+        eigenvalues=[float(v) for v in pairs.values],
+        residuals=[float(r) for r in pairs.residuals],
+        converged=list(pairs.converged),
+        trace=trace_out,
+        density=density_out,
+        hvps=hvps,
+        seconds=seconds,
+        config=config,
+        verified=pairs.verified,
+    )
+    if keep_eigenvectors:
+        report.eigenvectors = [operator.vector_to_params(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
+    return report
+
+
+def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, config: dict[str, Any]) -> HessianReport:
+    from landscape.hessian.peers import pyhessian_analysis
+    from landscape.hessian.density import smooth_density
+
+    out = pyhessian_analysis(
+        model, inputs, labels, top_k=config["top_k"], tol=config["tol"], trace=config["trace"],
+        trace_max_iter=config["trace_matvecs"], density=config["density"], density_steps=config["density_steps"],
+        density_probes=config["density_probes"], seed=config["seeds"]["lanczos"],
+    )
+    density_out = out["density"]
+    if density_out is not None:
+        nodes, weights = torch.tensor(density_out["nodes"]), torch.tensor(density_out["weights"])
+        spread = float(nodes.max() - nodes.min()) or 1.0
+        grid, values = smooth_density(nodes, weights, bandwidth=spread / 200)
+        density_out = {**density_out, "grid": grid, "values": values, "bandwidth": spread / 200}
+    hvps = dict(out["hvps"])
+    hvps["total"] = sum(hvps.values())
+    seconds = dict(out["seconds"])
+    seconds["total"] = sum(seconds.values())
+    eigenvalues = out["eigenvalues"] or []
+    return HessianReport(
+        eigenvalues=eigenvalues, residuals=[None] * len(eigenvalues), converged=[None] * len(eigenvalues),
+        trace=out["trace"], density=density_out, hvps=hvps, seconds=seconds, config=config, errors=out["errors"],
+    )
+
+
+def analyze_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    split: Literal["train", "test"] = "train",
+    num_examples: int | None = 2048,
+    batch_size: int = 256,
+    top_k: int = 5,
+    tol: float = 1e-3,
+    max_matvecs: int | None = None,
+    trace: bool = True,
+    trace_method: Literal["hutch++", "hutchinson"] = "hutch++",
+    trace_matvecs: int = 60,
+    density: bool = True,
+    density_probes: int = 10,
+    density_steps: int = 80,
+    seed: int = 0,
+    weights: Literal["auto", "swa", "global"] = "auto",
+    backend: Literal["fedlandscape", "pyhessian"] = "fedlandscape",
+    eigenvectors_out: str | os.PathLike[str] | None = None,
+) -> HessianReport:
+    """Hessian analysis of a checkpoint's model on a fixed subset of its dataset.
+
+    The model and dataset come from the checkpoint (the SWA model when it has one and
+    ``weights="auto"``). The data are :func:`fedtrain.data.evaluation_tensors` of ``split``: a
+    seeded (``seed``), sorted, never augmented subset of ``num_examples`` samples (``None``: the
+    whole split). Cost: one product = one pass over those samples; with the defaults (2,048
+    samples, top-5, Hutch++ with 60 products, 10 x 80 SLQ) the density dominates; for a quick
+    run lower ``num_examples``, ``density_probes``/``density_steps`` and ``trace_matvecs``.
+    See :func:`analyze_model` for the other arguments.
+
+    Args:
+        path: checkpoint file.
+        split: ``"train"`` or ``"test"``.
+        num_examples: size of the data subset (``None``: all).
+        eigenvectors_out: when given, the top-k eigenvectors are saved there (``torch.save`` of a dict
+            with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: tensor}``), atomically.
+
+    Returns:
+        :class:`HessianReport` whose ``config`` also records the checkpoint path, SHA-256,
+        weights used, split and subset seed.
+
+    Raises:
+        CheckpointError, DataNotFoundError, ConfigError: unusable inputs, with a message saying how to fix them.
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}.")
+    if eigenvectors_out is not None and backend != "fedlandscape":
+        raise ConfigError("eigenvectors_out needs backend='fedlandscape' (PyHessian's eigenvectors are not exported).")
+    checkpoint = load_checkpoint(path)
+    weights_used = checkpoint.resolve_weights(weights)
+    model = checkpoint.build_model(weights)
+    dataset = load_dataset(checkpoint.dataset, checkpoint.data_dir)
+    inputs, labels = evaluation_tensors(dataset, split, num_examples, seed)
+    report = analyze_model(
+        model, inputs, labels, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs, trace=trace,
+        trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
+        density_steps=density_steps, seed=seed, backend=backend, keep_eigenvectors=eigenvectors_out is not None,
+    )
+    report.config.update({
+        "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
+        "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
+        "split": split, "subset_seed": seed, "checkpoint_round": checkpoint.round,
+    })
+    report.config["seeds"]["subset"] = seed
+    if eigenvectors_out is not None:
+        payload = {
+            "format": "fedlandscape.hessian-eigenvectors",
+            "eigenvalues": report.eigenvalues,
+            "vectors": report.eigenvectors,
+            "checkpoint_sha256": report.config["checkpoint_sha256"],
+            "weights": weights_used,
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(eigenvectors_out, buffer.getvalue())
+        report.config["eigenvectors_out"] = str(eigenvectors_out)
+    return report

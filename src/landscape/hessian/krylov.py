@@ -1,0 +1,131 @@
+"""The Lanczos recurrence with full reorthogonalisation, shared by the eigensolver and the density estimator.
+
+Private: use :func:`landscape.hessian.lanczos.top_eigenpairs` or :func:`landscape.hessian.density.density_slq`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from landscape.hessian.operator import LinearOperator
+
+# Relative size of a new Lanczos vector below which the Krylov space is taken as invariant.
+_BREAKDOWN = 1e-10
+
+
+def orthogonalize(vector: Tensor, *bases: Tensor) -> Tensor:
+    """Remove from ``vector`` its components in the column spaces of ``bases`` (orthonormal), twice.
+
+    Classical Gram-Schmidt applied twice ("twice is enough", Giraud et al. 2005) keeps the basis
+    orthogonal to working precision, which is what prevents ghost copies of converged eigenvalues.
+    """
+    for _ in range(2):
+        for basis in bases:
+            if basis.shape[1]:
+                vector = vector - basis @ (basis.T @ vector)
+    return vector
+
+
+def random_unit_vector(dim: int, generator: torch.Generator, *bases: Tensor) -> Tensor:
+    """A Gaussian vector made orthogonal to ``bases`` and normalised (float64, CPU generator)."""
+    vector = orthogonalize(torch.randn(dim, generator=generator, dtype=torch.float64), *bases)
+    return vector / vector.norm()
+
+
+class LanczosBasis:
+    """The state of one Lanczos run: basis ``Q``, optionally the products ``W = H Q``, and ``T``'s entries.
+
+    Lanczos vectors are kept orthogonal to the columns of ``locked`` (deflation of converged
+    eigenvectors) and to each other. When the recurrence breaks down (an invariant subspace), a new
+    random orthogonal direction is started and the coupling ``beta`` is zero, so ``T`` stays exact.
+    """
+
+    def __init__(
+        self,
+        operator: LinearOperator,
+        start: Tensor,
+        capacity: int,
+        generator: torch.Generator,
+        *,
+        locked: Tensor | None = None,
+        store_products: bool = True,
+    ) -> None:
+        dim = operator.dim
+        self.operator = operator
+        self.generator = generator
+        self.locked = locked if locked is not None else torch.zeros(dim, 0, dtype=torch.float64)
+        self.capacity = capacity
+        self.q = torch.zeros(dim, capacity, dtype=torch.float64)
+        self.w = torch.zeros(dim, capacity, dtype=torch.float64) if store_products else None
+        self.alphas: list[float] = []
+        self.betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
+        start = orthogonalize(start.to(torch.float64), self.locked)
+        self.q[:, 0] = start / start.norm()
+        self.size = 0  # number of columns whose product has been taken
+        self.num_matvecs = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def step(self) -> None:
+        """One Lanczos step: one product ``H q_j``, ``alpha_j``, and the next orthonormal vector."""
+        j = self.size
+        q = self.q[:, j]
+        product = self.operator.matvec(q)
+        self.num_matvecs += 1
+        if self.w is not None:
+            self.w[:, j] = product
+        alpha = float(q @ product)
+        self.alphas.append(alpha)
+        self.size += 1
+        if self.full:
+            # residual norm still needed for the Lanczos error bound of the last step
+            residual = orthogonalize(product, self.locked, self.q[:, : self.size])
+            self.betas.append(float(residual.norm()))
+            return
+        residual = orthogonalize(product, self.locked, self.q[:, : self.size])
+        beta = float(residual.norm())
+        scale = max(abs(a) for a in self.alphas) or 1.0
+        if beta <= _BREAKDOWN * scale:
+            beta = 0.0
+            room = self.operator.dim - self.locked.shape[1] - self.size
+            if room <= 0:
+                self.betas.append(0.0)
+                self.capacity = self.size
+                return
+            residual = random_unit_vector(self.operator.dim, self.generator, self.locked, self.q[:, : self.size])
+        else:
+            residual = residual / beta
+        self.betas.append(beta)
+        self.q[:, j + 1] = residual
+
+    def tridiagonal(self) -> Tensor:
+        """The ``size x size`` symmetric tridiagonal matrix ``T = Q^T H Q`` (float64)."""
+        m = self.size
+        t = torch.diag(torch.tensor(self.alphas, dtype=torch.float64))
+        if m > 1:
+            off = torch.tensor(self.betas[: m - 1], dtype=torch.float64)
+            t = t + torch.diag(off, 1) + torch.diag(off, -1)
+        return t
+
+    def ritz(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Ritz values (descending), the eigenvectors ``S`` of ``T``, and Lanczos residual bounds ``|beta_m s_m|``."""
+        values, vectors = torch.linalg.eigh(self.tridiagonal())
+        values, vectors = values.flip(0), vectors.flip(1)
+        last_beta = self.betas[self.size - 1] if len(self.betas) >= self.size else 0.0
+        bounds = abs(last_beta) * vectors[-1, :].abs()
+        return values, vectors, bounds
+
+    def ritz_vectors(self, coefficients: Tensor) -> Tensor:
+        """``Q S`` for coefficient columns ``S``."""
+        return self.q[:, : self.size] @ coefficients
+
+    def true_residuals(self, values: Tensor, coefficients: Tensor) -> Tensor:
+        """``||H y - theta y||`` for Ritz pairs, from the stored products ``W = H Q`` (no new product)."""
+        if self.w is None:
+            raise RuntimeError("true_residuals needs store_products=True.")
+        vectors = self.ritz_vectors(coefficients)
+        products = self.w[:, : self.size] @ coefficients
+        return (products - vectors * values).norm(dim=0)

@@ -1,0 +1,228 @@
+"""Linear operators the estimators act on: the dataset Hessian of a model, or a dense symmetric matrix.
+
+Every estimator in :mod:`landscape` (Lanczos, power iteration, trace, density) takes a
+``LinearOperator``: an object with ``dim``, ``matvec(v)`` and ``matmat(V)`` on flat float64 vectors.
+A dense ``Tensor`` is accepted wherever an operator is (wrapped by :func:`as_operator`), so every
+estimator can be tested on a matrix with a known spectrum.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from torch.func import functional_call
+
+from landscape.hessian.hvp import Batch, HvpFunction, LossFunction, detect_hvp_method, make_hvp
+
+__all__ = ["LinearOperator", "DenseOperator", "HessianOperator", "as_operator", "split_batches", "CACHE_MAX_EXAMPLES", "CACHE_MAX_PARAMS"]
+
+# Bounds under which HessianOperator keeps the first-order graphs by default (memory: the activations of
+# CACHE_MAX_EXAMPLES samples and their double-backward buffers, a few hundred MB for the paper's CNN).
+CACHE_MAX_EXAMPLES = 4096
+CACHE_MAX_PARAMS = 2_000_000
+
+
+@runtime_checkable
+class LinearOperator(Protocol):
+    """A symmetric linear map on flat float64 vectors of length ``dim``."""
+
+    dim: int
+
+    def matvec(self, vector: Tensor) -> Tensor: ...
+
+    def matmat(self, matrix: Tensor) -> Tensor: ...
+
+
+class DenseOperator:
+    """A dense symmetric matrix seen as a :class:`LinearOperator` (float64)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"A dense operator must be a square matrix, got shape {tuple(matrix.shape)}.")
+        self.matrix = matrix.detach().to(torch.float64)
+        self.dim = int(matrix.shape[0])
+
+    def matvec(self, vector: Tensor) -> Tensor:
+        """``A v``."""
+        return self.matrix @ vector
+
+    def matmat(self, matrix: Tensor) -> Tensor:
+        """``A V`` for ``V`` of shape ``(dim, k)``."""
+        return self.matrix @ matrix
+
+
+def as_operator(operator: LinearOperator | Tensor) -> LinearOperator:
+    """Wrap a dense ``Tensor`` in :class:`DenseOperator`; pass an operator through.
+
+    Raises:
+        TypeError: neither a tensor nor an object with ``dim``/``matvec``/``matmat``.
+    """
+    if isinstance(operator, Tensor):
+        return DenseOperator(operator)
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"Expected a LinearOperator (dim, matvec, matmat) or a dense Tensor, got {type(operator).__name__}.")
+    return operator
+
+
+def split_batches(inputs: Tensor, labels: Tensor, batch_size: int) -> list[Batch]:
+    """Consecutive batches of at most ``batch_size`` samples, in order (the last one may be smaller)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    return [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
+
+
+class HessianOperator:
+    """The Hessian of the mean loss over a fixed sequence of batches, as a :class:`LinearOperator`.
+
+    .. math:: H = \\sum_b \\frac{n_b}{N} \\nabla^2_\\theta \\frac{1}{n_b} \\sum_{i \\in b} \\ell(f_\\theta(x_i), y_i)
+
+    with ``n_b`` the size of batch ``b`` and ``N`` the total, i.e. the Hessian of the mean loss over
+    all samples whatever the batch sizes. Products are computed batch by batch in the parameter dtype
+    and accumulated in float64. The operator works on a private copy of the model (switched to eval
+    mode when ``bn_mode="eval"``), so the caller's module, weights, ``.grad``, ``requires_grad`` and
+    train/eval mode are never touched. Parameters with ``requires_grad=False`` are held fixed.
+
+    Args:
+        model: the network.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
+        batches: ``(inputs, targets)`` pairs; their order and content are fixed (no augmentation).
+        method: ``"auto"`` (forward-over-reverse when the layers support forward mode, else double
+            backward), ``"fwd-rev"`` or ``"double-backward"``. The method used is ``self.method``.
+        dtype: compute dtype (``torch.float64`` for exact tests); default: the parameters' dtype.
+        bn_mode: ``"eval"`` (BatchNorm running statistics, dropout off) or ``"train"`` (the module as
+            given, which must then be deterministic).
+        check_deterministic: compare two products of the same vector on the first batch and raise
+            when they differ.
+        cache_graph: keep each batch's first-order graph (the gradient, built once with
+            ``create_graph=True``) so that a product is a single backward pass through it instead of a
+            new forward and backward (PyHessian does this for one batch); ``"auto"`` caches when the
+            data have at most :data:`CACHE_MAX_EXAMPLES` samples and the model at most
+            :data:`CACHE_MAX_PARAMS` parameters, which bounds the memory the graphs hold.
+
+    Raises:
+        ValueError: no batches, no trainable parameters, or unknown options.
+        RuntimeError: the two products of the determinism check differ.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFunction,
+        batches: Sequence[Batch],
+        *,
+        method: Literal["auto", "fwd-rev", "double-backward"] = "auto",
+        dtype: torch.dtype | None = None,
+        bn_mode: Literal["eval", "train"] = "eval",
+        check_deterministic: bool = True,
+        cache_graph: bool | Literal["auto"] = "auto",
+    ) -> None:
+        if not batches:
+            raise ValueError("HessianOperator needs at least one batch of data.")
+        if bn_mode not in ("eval", "train"):
+            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}.")
+        # A private copy: modes and buffers of the caller's module stay as they are.
+        self.model = copy.deepcopy(model)
+        if dtype is not None:
+            self.model = self.model.to(dtype)
+        if bn_mode == "eval":
+            self.model.eval()
+        self.bn_mode = bn_mode
+        self.params = {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise ValueError("The model has no parameter with requires_grad=True: there is no Hessian to compute.")
+        self.dtype = next(iter(self.params.values())).dtype
+        self.batches = [(_cast(x, self.dtype), y) for x, y in batches]
+        self.counts = [int(len(y)) for _, y in self.batches]
+        self.num_examples = sum(self.counts)
+        self.shapes = {name: p.shape for name, p in self.params.items()}
+        self.dim = sum(p.numel() for p in self.params.values())
+        self.loss_fn = loss_fn
+        if method == "auto":
+            method = detect_hvp_method(self.model, loss_fn, self.params, self.batches[0])  # type: ignore[assignment]
+        self.method = method
+        self.hvp: HvpFunction = make_hvp(self.model, loss_fn, method=method)  # type: ignore[arg-type]
+        if check_deterministic:
+            self._check_deterministic()
+        if cache_graph == "auto":
+            cache_graph = self.num_examples <= CACHE_MAX_EXAMPLES and self.dim <= CACHE_MAX_PARAMS
+        self.cache_graph = bool(cache_graph)
+        self._graphs = [self._first_order_graph(batch) for batch in self.batches] if self.cache_graph else []
+
+    def _first_order_graph(self, batch: Batch) -> tuple[dict[str, Tensor], list[Tensor | None]]:
+        """Leaves and the gradient of one batch's loss, with its graph kept for later products."""
+        inputs, targets = batch
+        with torch.enable_grad():
+            leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+            loss = self.loss_fn(functional_call(self.model, leaves, (inputs,)), targets)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        return leaves, list(grads)
+
+    def _batch_products(self, tangent: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """``H_b v`` for every batch ``b``."""
+        if not self.cache_graph:
+            return [self.hvp(self.params, batch, tangent) for batch in self.batches]
+        products = []
+        for leaves, grads in self._graphs:
+            pairs = [(g, tangent[name]) for name, g in zip(leaves, grads) if g is not None and g.requires_grad]
+            if not pairs:  # the loss is at most linear in every parameter
+                products.append({name: torch.zeros_like(p) for name, p in leaves.items()})
+                continue
+            hv = torch.autograd.grad([g for g, _ in pairs], list(leaves.values()), grad_outputs=[t for _, t in pairs],
+                                     retain_graph=True, allow_unused=True)
+            products.append({name: torch.zeros_like(leaves[name]) if h is None else h for name, h in zip(leaves, hv)})
+        return products
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        """Concatenate a parameter-shaped dict into one float64 vector (parameter order)."""
+        return torch.cat([tensors[name].reshape(-1).to(torch.float64) for name in self.params])
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """Split a flat vector into a dict of parameter-shaped tensors in the compute dtype."""
+        out, start = {}, 0
+        for name, shape in self.shapes.items():
+            size = shape.numel()
+            out[name] = vector[start : start + size].reshape(shape).to(self.dtype)
+            start += size
+        return out
+
+    def matvec(self, vector: Tensor) -> Tensor:
+        """``H v`` for a flat vector ``v`` of length ``dim`` (float64 result): one pass over the data."""
+        if vector.shape != (self.dim,):
+            raise ValueError(f"matvec expects a vector of shape ({self.dim},), got {tuple(vector.shape)}.")
+        total = torch.zeros(self.dim, dtype=torch.float64)
+        for product, count in zip(self._batch_products(self.unflatten(vector)), self.counts):
+            total += (count / self.num_examples) * self.flatten(product)
+        return total
+
+    def matmat(self, matrix: Tensor) -> Tensor:
+        """``H V`` for ``V`` of shape ``(dim, k)``: one pass over the data, ``k`` products per batch."""
+        total = torch.zeros(self.dim, matrix.shape[1], dtype=torch.float64)
+        for j in range(matrix.shape[1]):
+            total[:, j] = self.matvec(matrix[:, j])
+        return total
+
+    def vector_to_params(self, vector: Tensor) -> dict[str, Tensor]:
+        """A flat vector as a new dict keyed by parameter name, with the parameters' shapes, in the compute dtype."""
+        return {name: t.clone() for name, t in self.unflatten(vector).items()}
+
+    def _check_deterministic(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        probe = self.unflatten(torch.randn(self.dim, generator=generator, dtype=torch.float64))
+        first = self.flatten(self.hvp(self.params, self.batches[0], probe))
+        second = self.flatten(self.hvp(self.params, self.batches[0], probe))
+        scale = float(first.abs().max()) or 1.0
+        if not torch.allclose(first, second, rtol=1e-4, atol=1e-6 * scale):
+            raise RuntimeError(
+                "Hessian-vector products differ between two passes: the model or data is non-deterministic "
+                "(dropout, BatchNorm in train mode, augmentation, shuffling). Put BN in eval mode "
+                "(bn_mode='eval') or pass check_deterministic=False."
+            )
+
+
+def _cast(inputs: Tensor, dtype: torch.dtype) -> Tensor:
+    return inputs.to(dtype) if inputs.is_floating_point() else inputs

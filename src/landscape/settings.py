@@ -1,0 +1,212 @@
+"""The analysis settings records (Hessian, surface) and every choice list the CLI offers for them; torch-free.
+
+A settings record is a frozen dataclass: defaults and validation live here and nowhere else. The CLI
+builds one from its flags, the library API takes one, and ``to_dict()`` is what the JSON outputs
+record, so one name travels unchanged from ``--top-k`` to ``top_k=`` to ``"top_k"``. Changing a
+setting means ``dataclasses.replace(settings, top_k=10)``, which validates again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fedtrain.errors import ConfigError
+
+__all__ = [
+    "SPLITS",
+    "WEIGHTS",
+    "HESSIAN_BACKENDS",
+    "TRACE_METHODS",
+    "DIRECTION_KINDS",
+    "BN_MODES",
+    "ONE_DIM_POLICIES",
+    "EVALUATION_METHODS",
+    "SURFACE_PLOT_KINDS",
+    "HessianSettings",
+    "SurfaceSettings",
+    "settings_from_dict",
+]
+
+SPLITS: tuple[str, ...] = ("train", "test")
+WEIGHTS: tuple[str, ...] = ("auto", "swa", "global")  # auto: the SWA model when the checkpoint has one
+HESSIAN_BACKENDS: tuple[str, ...] = ("fedlandscape", "pyhessian")
+TRACE_METHODS: tuple[str, ...] = ("hutch++", "hutchinson")
+DIRECTION_KINDS: tuple[str, ...] = ("random", "hessian")
+BN_MODES: tuple[str, ...] = ("eval", "recalibrate")
+ONE_DIM_POLICIES: tuple[str, ...] = ("zero", "keep", "filter")
+EVALUATION_METHODS: tuple[str, ...] = ("loop", "vmap")
+SURFACE_PLOT_KINDS: tuple[str, ...] = ("3d", "contour", "heatmap")
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _need(value in choices, f"{name} (--{name.replace('_', '-')}) must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+          f"{name} (--{name.replace('_', '-')}) must be an integer >= {minimum}, got {value!r}.")
+
+
+def _optional_positive_int(name: str, value: Any) -> None:
+    if value is not None:
+        _positive_int(name, value)
+
+
+def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    bound = ">= 0" if allow_zero else "> 0"
+    _need(ok, f"{name} (--{name.replace('_', '-')}) must be a finite number {bound}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """How ``landscape hessian`` measures a model: data subset, eigensolver, trace and density budgets.
+
+    One Hessian-vector product is one pass over the ``num_examples`` samples. Seeds, one generator per
+    component: subset and Lanczos ``seed``, trace ``seed + 1``, density ``seed + 2``.
+
+    Attributes:
+        split: data split the loss is taken on (``"train"`` or ``"test"``).
+        num_examples: size of the fixed seeded subset (``None``: the whole split).
+        batch_size: samples per product pass (memory only; the result does not depend on it).
+        top_k: number of top eigenpairs.
+        tol: relative residual tolerance ``||Hv - lambda v|| <= tol |lambda|``.
+        max_matvecs: product budget of the eigensolver (``None``: ``max(200, 40 k)``).
+        trace, trace_method, trace_matvecs: whether, how (Hutch++ or Hutchinson) and with how many products.
+        density, density_probes, density_steps: SLQ eigenvalue density (probes x Lanczos steps products).
+        seed: the seed of every random choice above.
+        weights: which model of a checkpoint (``auto``: SWA when present).
+        backend: ``fedlandscape`` or ``pyhessian`` (PyHessian 0.1 on the same inputs, for cross-checks).
+    """
+
+    split: str = "train"
+    num_examples: int | None = 2048
+    batch_size: int = 256
+    top_k: int = 5
+    tol: float = 1e-3
+    max_matvecs: int | None = None
+    trace: bool = True
+    trace_method: str = "hutch++"
+    trace_matvecs: int = 60
+    density: bool = True
+    density_probes: int = 10
+    density_steps: int = 80
+    seed: int = 0
+    weights: str = "auto"
+    backend: str = "fedlandscape"
+
+    def __post_init__(self) -> None:
+        _choice("split", self.split, SPLITS)
+        _choice("weights", self.weights, WEIGHTS)
+        _choice("backend", self.backend, HESSIAN_BACKENDS)
+        _choice("trace_method", self.trace_method, TRACE_METHODS)
+        _optional_positive_int("num_examples", self.num_examples)
+        _optional_positive_int("max_matvecs", self.max_matvecs)
+        for name in ("batch_size", "top_k", "density_probes", "density_steps"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
+        _positive_int("seed", self.seed, minimum=0)
+        _positive_float("tol", self.tol)
+
+    @property
+    def seeds(self) -> dict[str, int]:
+        """The seed of each random component."""
+        return {"lanczos": self.seed, "trace": self.seed + 1, "density": self.seed + 2}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :func:`settings_from_dict` round-trips it."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """How ``landscape plot-surface`` samples a loss surface, a line or a plane.
+
+    Random (filter-normalised, Li et al. 2018) or Hessian directions span a grid of ``steps`` points per
+    axis over ``[-range, range]``; a line between two checkpoints and a plane through three (Garipov et al.
+    2018) are extended by ``margin`` beyond the models.
+
+    Attributes:
+        directions: ``random`` or ``hessian`` (ignored for lines and planes).
+        range: half-width of the grid along random/Hessian directions.
+        steps: points per axis (odd: the centre is on the grid).
+        dims: 1 (a curve) or 2 (a surface) for random/Hessian directions.
+        margin: extrapolation beyond the models (``None``: 0.5 for a line, 0.2 for a plane).
+        splits: the split(s) evaluated.
+        num_examples: samples per split, a fixed seeded subset (``None``: all).
+        seed: seed of the directions (or the Lanczos start) and of the sample subset.
+        bn: BatchNorm ``eval`` (frozen statistics) or ``recalibrate`` (recomputed at every point).
+        weights: which model of a checkpoint (``auto``: SWA when present).
+        one_dim: random directions on 1-D tensors: ``zero`` (Li et al.'s biasbn), ``keep`` or ``filter``.
+        batch_size: samples per forward pass.
+        points_per_pass: grid points per pass over the data (also the unit of saving).
+        method: evaluate a chunk's points one by one (``loop``) or vectorised (``vmap``).
+    """
+
+    directions: str = "random"
+    range: float = 1.0  # noqa: A003 - one name across API, CLI (--range) and JSON
+    steps: int = 21
+    dims: int = 2
+    margin: float | None = None
+    splits: tuple[str, ...] = ("train",)
+    num_examples: int | None = 2000
+    seed: int = 0
+    bn: str = "eval"
+    weights: str = "auto"
+    one_dim: str = "zero"
+    batch_size: int = 64
+    points_per_pass: int = 8
+    method: str = "loop"
+
+    def __post_init__(self) -> None:
+        splits = (self.splits,) if isinstance(self.splits, str) else tuple(dict.fromkeys(self.splits))
+        object.__setattr__(self, "splits", splits)
+        _need(bool(splits) and all(s in SPLITS for s in splits), f"splits must be 'train' and/or 'test', got {splits!r}.")
+        _choice("directions", self.directions, DIRECTION_KINDS)
+        _choice("bn", self.bn, BN_MODES)
+        _choice("weights", self.weights, WEIGHTS)
+        _choice("one_dim", self.one_dim, ONE_DIM_POLICIES)
+        _choice("method", self.method, EVALUATION_METHODS)
+        _positive_float("range", self.range)
+        _positive_int("steps", self.steps, minimum=2)
+        _need(self.dims in (1, 2), f"dims (--dims) must be 1 or 2, got {self.dims!r}.")
+        if self.margin is not None:
+            _positive_float("margin", self.margin, allow_zero=True)
+        _optional_positive_int("num_examples", self.num_examples)
+        _positive_int("seed", self.seed, minimum=0)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("points_per_pass", self.points_per_pass)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :func:`settings_from_dict` round-trips it."""
+        out = dataclasses.asdict(self)
+        out["splits"] = list(self.splits)
+        return out
+
+
+Settings = TypeVar("Settings", HessianSettings, SurfaceSettings)
+
+
+def settings_from_dict(cls: type[Settings], values: Mapping[str, Any]) -> Settings:
+    """A settings record from a mapping (keys may use dashes), refusing unknown keys.
+
+    Raises:
+        ConfigError: unknown keys or invalid values.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    clean = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(clean) - names)
+    _need(not unknown, f"Unknown {cls.__name__} field(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
+    if isinstance(clean.get("splits"), list):
+        clean["splits"] = tuple(clean["splits"])
+    return cls(**clean)

@@ -1,0 +1,97 @@
+"""hessian_eigenvectors and analyze_checkpoint: exact on a small model, full JSON report, clean errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from fedtrain.checkpoint import Checkpoint, file_sha256, save_checkpoint
+from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.io import to_json
+from fedtrain.models import build_model
+from landscape.hessian.exact import dense_hessian
+from landscape.hessian.analysis import analyze_checkpoint, cross_entropy, hessian_eigenvectors
+from tests.landscape.hessian.cases import single_threaded  # noqa: F401,E402 (autouse fixture)
+
+MLP_KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [4]}
+QUICK = {"num_examples": 120, "batch_size": 50, "top_k": 3, "trace_matvecs": 12, "density_probes": 2, "density_steps": 12}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory):
+    model = build_model("mlp", seed=0, **MLP_KWARGS)
+    swa = build_model("mlp", seed=1, **MLP_KWARGS)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    save_checkpoint(Checkpoint(model_name="mlp", model_kwargs=MLP_KWARGS, weights=model.state_dict(), dataset="synthetic",
+                               swa_weights=swa.state_dict(), swa_count=3), path)
+    return path
+
+
+def test_hessian_eigenvectors_match_the_dense_hessian_and_leave_the_model_alone():
+    model = build_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(5,), seed=0).double().train()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(30, 1, 4, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (30,), generator=generator)
+    before = copy.deepcopy(model.state_dict())
+    values, vectors = hessian_eigenvectors(model, inputs, labels, top_k=2, batch_size=8, tol=1e-9)
+    exact = dense_hessian(model, cross_entropy, [(inputs, labels)])
+    evals, evecs = torch.linalg.eigh(exact)
+    assert values == pytest.approx(evals.flip(0)[:2].tolist(), rel=1e-6)
+    for i, vector in enumerate(vectors):
+        assert list(vector) == [n for n, _ in model.named_parameters()]
+        flat = torch.cat([t.reshape(-1) for t in vector.values()])
+        assert abs(float(flat @ evecs[:, -1 - i])) == pytest.approx(1.0, abs=1e-6)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_analyze_checkpoint_reports_every_quantity_with_config_and_seeds(checkpoint_path, tmp_path):
+    report = analyze_checkpoint(checkpoint_path, eigenvectors_out=tmp_path / "vecs.pt", **QUICK)
+    result = json.loads(to_json(report.to_dict()))
+    assert len(result["eigenvalues"]) == 3 and result["eigenvalues"] == sorted(result["eigenvalues"], reverse=True)
+    assert result["ratio"] == pytest.approx(result["eigenvalues"][0] / result["eigenvalues"][2])
+    assert all(result["converged"]) and len(result["residuals"]) == 3
+    assert set(result["trace"]) >= {"estimate", "stderr", "method", "num_matvecs"} and result["trace"]["method"] == "hutch++"
+    assert set(result["density"]) >= {"nodes", "weights", "grid", "values", "bandwidth"}
+    assert result["hvps"]["total"] == result["hvps"]["eigenvalues"] + 12 + 24
+    config = result["config"]
+    assert config["weights"] == "swa" and config["bn_mode"] == "eval" and config["split"] == "train"
+    assert config["checkpoint_sha256"] == file_sha256(checkpoint_path)
+    assert config["seeds"] == {"lanczos": 0, "trace": 1, "density": 2, "subset": 0}
+    assert config["num_examples"] == 120 and "torch" in config["versions"] and config["hvp_method"] == "fwd-rev"
+    saved = torch.load(tmp_path / "vecs.pt", weights_only=True)
+    assert saved["eigenvalues"] == report.eigenvalues and saved["vectors"][0]["net.1.weight"].shape == (4, 256)
+
+
+def test_the_same_command_gives_the_same_numbers_and_global_weights_differ(checkpoint_path):
+    quick = {**QUICK, "trace": False, "density": False}
+    first = analyze_checkpoint(checkpoint_path, **quick)
+    second = analyze_checkpoint(checkpoint_path, **quick)
+    assert first.eigenvalues == second.eigenvalues
+    other = analyze_checkpoint(checkpoint_path, weights="global", **quick)
+    assert other.config["weights"] == "global" and other.eigenvalues != first.eigenvalues
+
+
+def test_pyhessian_backend_reports_its_density_crash(checkpoint_path):
+    report = analyze_checkpoint(checkpoint_path, backend="pyhessian", **{**QUICK, "top_k": 1})
+    result = report.to_dict()
+    assert len(result["eigenvalues"]) == 1 and result["trace"]["method"] == "pyhessian-hutchinson"
+    assert result["density"] is None and "torch.linalg.eig" in result["errors"]["density"]
+    ours = analyze_checkpoint(checkpoint_path, **{**QUICK, "top_k": 1, "trace": False, "density": False, "tol": 1e-6})
+    assert result["eigenvalues"][0] == pytest.approx(ours.eigenvalues[0], rel=2e-2)
+
+
+def test_bad_requests_raise_clear_errors(checkpoint_path, tmp_path):
+    with pytest.raises(CheckpointError, match="No checkpoint at"):
+        analyze_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match="split must be 'train' or 'test'"):
+        analyze_checkpoint(checkpoint_path, split="validation")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        analyze_checkpoint(checkpoint_path, backend="eigenthings", **QUICK)
+    with pytest.raises(ConfigError, match="eigenvectors_out needs backend='fedlandscape'"):
+        analyze_checkpoint(checkpoint_path, backend="pyhessian", eigenvectors_out=tmp_path / "v.pt")
+    with pytest.raises(ConfigError, match="trace_matvecs must be >= 3"):
+        analyze_checkpoint(checkpoint_path, **{**QUICK, "trace_matvecs": 2})
+    assert not (tmp_path / "v.pt").exists()

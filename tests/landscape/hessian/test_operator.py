@@ -1,0 +1,125 @@
+"""HessianOperator: equals the dense Hessian of the mean loss (count-weighted batches); never touches the model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.hessian.exact import dense_hessian
+from landscape.hessian.analysis import cross_entropy
+from landscape.hessian.operator import DenseOperator, HessianOperator, as_operator, split_batches
+from tests.landscape.hessian.cases import MODEL_CASES, MODEL_IDS, single_threaded  # noqa: F401 (autouse fixture)
+
+
+@pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
+@pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])
+@pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)
+def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph):
+    operator = case.operator(method=method, cache_graph=cache_graph)
+    assert operator.cache_graph is cache_graph
+    exact = dense_hessian(case.model(), cross_entropy, case.batches())
+    V = torch.randn(operator.dim, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(operator.matmat(V), exact @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(operator.matvec(V[:, 0]), exact @ V[:, 0], rtol=1e-10, atol=1e-12)
+
+
+def test_batches_are_weighted_by_their_sample_counts():
+    case = MODEL_CASES[0]
+    batches = case.batches()  # sizes 7 and 5
+    inputs = torch.cat([x for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    one_batch = HessianOperator(case.model(), cross_entropy, [(inputs, labels)])
+    two_batches = HessianOperator(case.model(), cross_entropy, batches)
+    v = torch.randn(one_batch.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(two_batches.matvec(v), one_batch.matvec(v), rtol=1e-10, atol=1e-12)
+    assert [len(y) for _, y in split_batches(inputs, labels, 5)] == [5, 5, 2]
+
+
+def test_the_callers_model_is_unchanged():
+    case = MODEL_CASES[1]
+    model = case.model().train()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    model.fc.bias.requires_grad_(False)
+    before = copy.deepcopy(model.state_dict())
+    operator = HessianOperator(model, cross_entropy, case.batches())
+    operator.matvec(torch.ones(operator.dim, dtype=torch.float64))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, False]
+    assert "fc.bias" not in operator.params  # frozen parameters are held fixed
+
+
+def test_float32_models_are_computed_in_float32_and_accumulated_in_float64():
+    case = MODEL_CASES[0]
+    model32 = case.model().float()
+    batches32 = [(x.float(), y) for x, y in case.batches()]
+    operator = HessianOperator(model32, cross_entropy, batches32)
+    assert operator.dtype == torch.float32
+    exact = dense_hessian(model32, cross_entropy, batches32)
+    v = torch.randn(operator.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    result = operator.matvec(v)
+    assert result.dtype == torch.float64
+    torch.testing.assert_close(result, exact @ v, rtol=1e-4, atol=1e-5)
+
+
+def test_train_mode_dropout_is_refused_as_non_deterministic():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Dropout(0.5), nn.Linear(8, 3)).double()
+    batches = MODEL_CASES[0].batches()
+    with pytest.raises(RuntimeError, match="Hessian-vector products differ between two passes"):
+        HessianOperator(model, cross_entropy, batches, bn_mode="train")
+    HessianOperator(model, cross_entropy, batches, bn_mode="eval")  # eval mode: dropout off, deterministic
+    HessianOperator(model, cross_entropy, batches, bn_mode="train", check_deterministic=False)
+
+
+def test_batchnorm_is_evaluated_in_eval_mode_without_touching_running_statistics():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double().train()
+    before = copy.deepcopy(model.state_dict())
+    operator = HessianOperator(model, cross_entropy, MODEL_CASES[0].batches())
+    operator.matvec(torch.ones(operator.dim, dtype=torch.float64))
+    assert operator.bn_mode == "eval" and model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_arguments_are_refused():
+    case = MODEL_CASES[0]
+    with pytest.raises(ValueError, match="at least one batch"):
+        HessianOperator(case.model(), cross_entropy, [])
+    with pytest.raises(ValueError, match="bn_mode must be"):
+        HessianOperator(case.model(), cross_entropy, case.batches(), bn_mode="batch")
+    frozen = case.model().requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter with requires_grad=True"):
+        HessianOperator(frozen, cross_entropy, case.batches())
+    operator = case.operator()
+    with pytest.raises(ValueError, match="matvec expects a vector of shape"):
+        operator.matvec(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        split_batches(torch.ones(2), torch.ones(2), 0)
+
+
+def test_dense_tensors_are_operators():
+    matrix = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    op = as_operator(matrix)
+    assert isinstance(op, DenseOperator) and op.dim == 2
+    torch.testing.assert_close(op.matvec(torch.tensor([1.0, 0.0], dtype=torch.float64)), torch.tensor([2.0, 1.0], dtype=torch.float64))
+    with pytest.raises(TypeError, match="Expected a LinearOperator"):
+        as_operator([[1.0]])
+    with pytest.raises(ValueError, match="square matrix"):
+        DenseOperator(torch.ones(2, 3))
+
+
+def test_graph_cache_is_automatic_for_small_problems_only():
+    case = MODEL_CASES[0]
+    assert case.operator().cache_graph
+    from landscape.hessian import operator as operator_module
+
+    limit = operator_module.CACHE_MAX_EXAMPLES
+    try:
+        operator_module.CACHE_MAX_EXAMPLES = 3
+        assert not case.operator().cache_graph
+    finally:
+        operator_module.CACHE_MAX_EXAMPLES = limit

@@ -1,0 +1,156 @@
+"""The end-to-end reproduction on the synthetic smoke setting: files, agreement with per-stage outputs, resumability."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fedtrain.checkpoint import load_checkpoint
+from fedtrain.errors import ConfigError
+from landscape.report.reproduce import REPRODUCE_PRESETS, plan_runs, reproduce
+from landscape.surface.record import load_surface
+
+FIGURES = ["surfaces_3d", "sharpness", "spectral_density", "accuracy", "plane_heterogeneous-seed0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny models run faster on one thread, and two threads thrash when the machine is busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, _one_thread):
+    out = tmp_path_factory.mktemp("reproduction")
+    lines: list[str] = []
+    record = reproduce("smoke", out, seeds=1, log=lines.append)
+    return out, record, lines
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_plan_branches_every_swa_run_off_its_plain_run():
+    specs = plan_runs(REPRODUCE_PRESETS["smoke"], seeds=2)
+    assert len(specs) == 2 * (6 + 2)
+    first_swa = next(i for i, s in enumerate(specs) if s.swa)
+    assert all(not s.swa for s in specs[:first_swa]) and all(s.swa for s in specs[first_swa:])
+    plain = [s for s in specs if not s.swa]
+    assert all(s.config.swa_start_round in s.config.checkpoint_rounds for s in plain)
+    hetero = {(s.algorithm, s.swa) for s in specs if s.split == "heterogeneous"}
+    assert hetero == {(a, w) for a in ("fedavg", "fedsam", "fedasam") for w in (False, True)}
+
+
+def test_every_stage_writes_its_files(smoke):
+    out, record, lines = smoke
+    runs = sorted(p.parent for p in (out / "runs").rglob("summary.json"))
+    assert len(runs) == 8
+    for run in runs:
+        assert (run / "checkpoints" / "final.pt").is_file()
+        assert (run / "analysis" / "hessian.json").is_file()
+        assert load_surface(run / "analysis" / "surface.npz").complete
+    for name in FIGURES:
+        assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
+    for name in ("results.md", "results.csv", "claims.md"):
+        assert (out / "figures" / name).is_file()
+    assert json.loads((out / "reproduce.json").read_text())["invocations"][0]["stages"] == record["stages"]
+    assert any(line.startswith("[train] heterogeneous fedasam-swa seed 0 (from the SWA start") for line in lines)
+
+
+def test_table_numbers_are_the_per_stage_numbers(smoke):
+    out, _, _ = smoke
+    rows = {(r["split"], r["algorithm"]): r for r in _read_csv(out / "figures" / "results.csv")}
+    assert len(rows) == 8
+    names = {"fedavg": "FedAvg", "fedsam": "FedSAM", "fedasam": "FedASAM"}
+    split_names = {"heterogeneous": "α = 0", "homogeneous": "α = 100"}
+    for run in (out / "runs").rglob("summary.json"):
+        folder = run.parent
+        split, name = folder.parts[-3], folder.parts[-2]
+        algorithm = names[name.removesuffix("-swa")] + ("+SWA" if name.endswith("-swa") else "")
+        row = rows[(split_names[split], algorithm)]
+        summary = json.loads(run.read_text())
+        hessian = json.loads((folder / "analysis" / "hessian.json").read_text())
+        assert float(row["accuracy"]) == pytest.approx(summary["last_k_mean_accuracy"], rel=1e-12)
+        assert float(row["lambda_1"]) == pytest.approx(hessian["eigenvalues"][0], rel=1e-12)
+        assert float(row["ratio"]) == pytest.approx(hessian["eigenvalues"][0] / hessian["eigenvalues"][4], rel=1e-12)
+        assert float(row["trace"]) == pytest.approx(hessian["trace"]["estimate"], rel=1e-12)
+        assert float(row["trace_stderr"]) == pytest.approx(hessian["trace"]["stderr"], rel=1e-12)
+        assert algorithm in (out / "figures" / "results.md").read_text()
+
+
+def test_swa_runs_share_their_plain_twin_history_until_the_swa_start(smoke):
+    out, _, _ = smoke
+    folder = out / "runs" / "heterogeneous"
+    plain = [json.loads(l) for l in (folder / "fedasam" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    swa = [json.loads(l) for l in (folder / "fedasam-swa" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    start = load_checkpoint(folder / "fedasam-swa" / "seed0" / "checkpoints" / "final.pt").config
+    start_round = int(start["swa_start"] * start["rounds"])
+    before = [(m["round"], m["test_accuracy"]) for m in plain if m["round"] <= start_round]
+    assert before and before == [(m["round"], m["test_accuracy"]) for m in swa if m["round"] <= start_round]
+    assert load_checkpoint(folder / "fedasam-swa" / "seed0" / "checkpoints" / "final.pt").has_swa
+
+
+def test_plane_holds_the_three_models_at_their_coordinates(smoke):
+    out, _, _ = smoke
+    plane = load_surface(out / "planes" / "heterogeneous-seed0" / "surface.npz")
+    assert plane.metadata["labels"] == ["FedAvg", "FedASAM", "FedASAM+SWA"]
+    coordinates = plane.metadata["directions"]["model_coordinates"]
+    assert coordinates[0] == [0.0, 0.0] and len(coordinates) == 3
+
+
+def test_a_rerun_after_completion_only_redraws(smoke):
+    out, _, _ = smoke
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    record = reproduce("smoke", out, seeds=1)
+    assert all(s["skipped"] for s in record["stages"] if s["stage"] != "figures")
+    history = json.loads((out / "reproduce.json").read_text())["invocations"]
+    assert len(history) == 2 and history[-1] == json.loads(json.dumps(record)) and not history[0]["stages"][0]["skipped"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == before
+
+
+def test_a_rerun_with_other_settings_is_refused(smoke):
+    out, _, _ = smoke
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce("smoke", out, seeds=2)
+    with pytest.raises(ConfigError, match="Unknown reproduction preset"):
+        reproduce("cifar-huge", out)
+
+
+def test_an_interrupted_stage_is_finished_on_rerun(smoke, tmp_path):
+    out, _, _ = smoke
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = copy / "runs" / "homogeneous" / "fedasam" / "seed0"
+    (victim / "analysis" / "hessian.json").unlink()
+    (victim / "summary.json").unlink()
+    (victim / "checkpoints" / "final.pt").unlink()
+    record = reproduce("smoke", copy, seeds=1)
+    redone = [(s["stage"], s["what"]) for s in record["stages"] if not s["skipped"]]
+    assert ("train", "homogeneous fedasam seed 0 (resumed)") in redone
+    assert ("hessian", "homogeneous fedasam seed 0") in redone
+    original = load_checkpoint(out / "runs" / "homogeneous" / "fedasam" / "seed0" / "checkpoints" / "final.pt")
+    again = load_checkpoint(victim / "checkpoints" / "final.pt")
+    assert all(torch.equal(original.weights[k], again.weights[k]) for k in original.weights)
+
+
+def test_figures_command_redraws_from_finished_runs_without_training(smoke, tmp_path):
+    from click.testing import CliRunner
+
+    from fedlandscape_cli import main
+
+    out, _, _ = smoke
+    result = CliRunner().invoke(main, ["figures", str(out / "runs"), str(out / "planes"), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    for name in FIGURES:
+        assert (tmp_path / "f" / f"{name}.png").is_file()
+    assert (tmp_path / "f" / "results.csv").read_text() == (out / "figures" / "results.csv").read_text()
