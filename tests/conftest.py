@@ -70,3 +70,17 @@ def write_cifar(root: Path, num_classes: int = 10, per_batch: int = 12, seed: in
             pickle.dump({b"batch_label": b"x", key: labels, b"data": data, b"filenames": [b"f"] * per_batch}, handle)
         written[name] = (data, labels)
     return written
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=_devices())
+def device(request):
+    """Each device this machine has: the CPU everywhere, and the GPU where there is one (same tests on both)."""
+    import torch
+
+    return torch.device(request.param)

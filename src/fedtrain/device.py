@@ -1,0 +1,110 @@
+"""Where tensors live: resolving ``--device`` (auto, cpu, cuda, cuda:N), describing it for the record, determinism.
+
+Every command and settings record carries a device *spec* string; it is resolved here, once, into a
+``torch.device``. What a run recorded is :func:`device_record` of the resolved device, so a reader
+sees the GPU model and the torch/CUDA versions next to the numbers. Results are always saved as CPU
+tensors, so a file written on a GPU loads on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fedtrain.errors import ConfigError
+
+__all__ = [
+    "DEVICE_SPEC",
+    "check_device_spec",
+    "resolve_device",
+    "device_record",
+    "deterministic_algorithms",
+    "synchronize",
+    "to_cpu",
+]
+
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
+# cuBLAS needs a fixed workspace to give repeatable sums (CUDA docs, "Results reproducibility").
+_CUBLAS_WORKSPACE = ":4096:8"
+
+
+def check_device_spec(spec: object) -> str:
+    """``spec`` itself when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not isinstance(spec, str) or DEVICE_SPEC.fullmatch(spec) is None:
+        raise ConfigError(f"device (--device) must be auto, cpu, cuda or cuda:N (N a GPU index), got {spec!r}.")
+    return spec
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The ``torch.device`` a spec names: ``auto`` is the current CUDA device when there is one, else the CPU.
+
+    Raises:
+        ConfigError: a malformed spec, or a CUDA device this machine or torch build does not have.
+    """
+    spec = check_device_spec(spec)
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "has no CUDA support" if torch.version.cuda is None else f"was built for CUDA {torch.version.cuda} but sees no GPU"
+        raise ConfigError(f"--device {spec} asks for a GPU, but this torch {torch.__version__} {build}. "
+                          "Use --device cpu (or auto, which falls back to the CPU), or run on a machine with a GPU.")
+    index = torch.cuda.current_device() if spec in ("auto", "cuda") else int(spec.split(":")[1])
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"--device {spec} names GPU {index}, but this machine has {count} (cuda:0 to cuda:{count - 1}).")
+    return torch.device("cuda", index)
+
+
+def device_record(device: torch.device) -> dict[str, Any]:
+    """What a result records about where it was computed: device, its model, torch and CUDA versions."""
+    record: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+                              "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        record["name"] = torch.cuda.get_device_name(device)
+    else:
+        record["name"] = platform.processor() or platform.machine()
+        record["threads"] = torch.get_num_threads()
+    return record
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Run the body with ``torch.use_deterministic_algorithms(enabled)``, restoring the previous setting after.
+
+    On the CPU every kernel this toolkit uses is deterministic already. On a GPU, some kernels
+    (e.g. the backward of convolutions, scatter-adds) may sum in a varying order; with ``enabled`` torch
+    picks deterministic kernels (slower) and raises for any operation that has none.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if enabled and previous_workspace is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = _CUBLAS_WORKSPACE
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        if enabled and previous_workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (for timings; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_cpu(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of ``tensors`` on the CPU (what files hold, whatever device computed them)."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in tensors.items()}
