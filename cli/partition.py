@@ -55,7 +55,7 @@ def partition(dataset: str, data_dir: Path | None, scheme: str, alpha: float | N
         save_partition(part, out)
         click.echo(f"wrote {out}")
     if plot is not None:
-        from fedtrain.partition_plot import plot_label_distribution
+        from landscape.plots.partition import plot_label_distribution
 
         for written in plot_label_distribution(part, plot):
             click.echo(f"wrote {written}")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "json_roundtrip", "write_json", "read_json", "save_figure"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "json_roundtrip", "write_json", "read_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -78,21 +78,3 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
-
-def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 200) -> list[Path]:
-    """Save a matplotlib figure atomically. A path without a .png/.pdf/.svg suffix is written as both ``.png`` and ``.pdf``.
-
-    Returns the paths written.
-    """
-    import io
-
-    target = Path(path)
-    if target.suffix.lower() in (".png", ".pdf", ".svg"):
-        targets = [target]
-    else:  # no suffix, or a dot inside the name (e.g. "alpha-0.05"): write both formats
-        targets = [target.with_name(target.name + ".png"), target.with_name(target.name + ".pdf")]
-    for file in targets:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=file.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-        atomic_write_bytes(file, buffer.getvalue())
-    return targets

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from fedtrain.errors import ConfigError
-from fedtrain.io import atomic_write_text, read_json, save_figure
+from fedtrain.io import atomic_write_text, read_json
+from landscape.plots.figure import new_figure, save_figure
 from landscape.surface.record import Surface, load_surface
-from landscape.plots.surface import new_figure
 
 __all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "algorithm_label", "split_label"]
 
@@ -345,7 +345,6 @@ def make_figures(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     """
     import matplotlib
 
-    matplotlib.use("Agg")
     records = collect_runs(paths)
     rows = results_table(records)
     out_dir = Path(out)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fedtrain.errors import ConfigError
+from landscape.plots.figure import new_figure, save_figure
 
 __all__ = ["draw_spectral_density", "plot_spectral_density"]
 
@@ -66,28 +67,19 @@ def plot_spectral_density(report: Mapping[str, Any], path: str | os.PathLike[str
     Raises:
         ConfigError: the report has no density, or an unsupported suffix.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fedtrain.io import save_figure
-
     density = report.get("density")
     if not density or density.get("grid") is None:
         raise ConfigError("The report has no eigenvalue density to plot: run the analysis with --density.")
     target = Path(path)
     if target.suffix.lower() not in (".png", ".pdf"):
         raise ConfigError(f"The plot path must end in .png or .pdf, got {target.name!r}.")
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    try:
-        draw_spectral_density(ax, density["grid"], density["values"], eigenvalues=report.get("eigenvalues"))
-        if title:
-            ax.set_title(title)
-        fig.tight_layout()
-        outputs = [target] + ([target.with_suffix(".pdf")] if pdf and target.suffix.lower() == ".png" else [])
-        for output in outputs:
-            save_figure(fig, output, dpi=150)
-    finally:
-        plt.close(fig)
+    fig = new_figure(1, 1, 5, 3.6, layout=None)
+    ax = fig.subplots()
+    draw_spectral_density(ax, density["grid"], density["values"], eigenvalues=report.get("eigenvalues"))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    outputs = [target] + ([target.with_suffix(".pdf")] if pdf and target.suffix.lower() == ".png" else [])
+    for output in outputs:
+        save_figure(fig, output, dpi=150)
     return outputs

@@ -2,7 +2,7 @@
 
 ``draw_*`` functions draw one surface on a given matplotlib Axes and return what they drew (for a
 colour bar); ``plot_*`` functions build whole figures with :class:`matplotlib.figure.Figure` (no
-pyplot, no global state) and write PNG and PDF through :func:`fedtrain.io.save_figure`. Everything
+pyplot, no global state) and write PNG and PDF through :func:`landscape.plots.figure.save_figure`. Everything
 reads a :class:`~landscape.surface.record.Surface`, so re-plotting a saved ``surface.npz`` needs no
 recomputation. With ``log_scale`` the plotted quantity is ``log10`` of the value (as Li et al.'s ``--log``).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedtrain.errors import ConfigError
-from fedtrain.io import save_figure
+from landscape.plots.figure import new_figure, save_figure
 from landscape.surface.record import Surface
 
 __all__ = [
@@ -174,13 +174,6 @@ def mark_models(ax: Any, surface: Surface, labels: Sequence[str] | None = None, 
         ax.plot([x], [y], "o", color="white", markeredgecolor="black", markersize=5, zorder=zorder)
         if k < len(names):
             ax.annotate(names[k], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, zorder=zorder)
-
-
-def new_figure(columns: int, rows: int = 1, width: float = 2.6, height: float = 2.3) -> Any:
-    """A constrained-layout figure of ``columns`` x ``rows`` panels, each ``width`` x ``height`` inches."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width * columns, height * rows), layout="constrained")
 
 
 def plot_surface(surface: Surface, path: str | os.PathLike[str], *, key: str = "train_loss", kind: str = "contour",

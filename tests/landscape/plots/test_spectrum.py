@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+import pytest
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from fedtrain.errors import ConfigError  # noqa: E402
-from landscape.hessian.density import smooth_density  # noqa: E402
-from landscape.plots.spectrum import draw_spectral_density, plot_spectral_density  # noqa: E402
-from tests.landscape.hessian.cases import single_threaded  # noqa: F401,E402 (autouse fixture)
+from fedtrain.errors import ConfigError
+from landscape.hessian.density import smooth_density
+from landscape.plots.figure import new_figure
+from landscape.plots.spectrum import draw_spectral_density, plot_spectral_density
+from tests.landscape.hessian.cases import single_threaded  # noqa: F401 (autouse fixture)
 
 
 def _report():
@@ -22,13 +19,12 @@ def _report():
 
 def test_draw_overlays_models_on_one_log_scale_axes():
     report = _report()
-    fig, ax = plt.subplots()
+    ax = new_figure().subplots()
     draw_spectral_density(ax, report["density"]["grid"], report["density"]["values"], eigenvalues=[2.0, 0.1], label="FedAvg")
     draw_spectral_density(ax, report["density"]["grid"], report["density"]["values"], label="FedSAM", color="red")
     assert ax.get_yscale() == "log"
     assert len(ax.get_lines()) == 2 + 2  # two densities + two eigenvalue markers
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["FedAvg", "FedSAM"]
-    plt.close(fig)
 
 
 def test_plot_writes_png_and_pdf(tmp_path):

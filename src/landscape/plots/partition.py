@@ -1,12 +1,12 @@
-"""Figure of a partition: per-client label distribution as stacked bars (in the style of flwr-datasets)."""
+"""Figure of a federated partition: per-client label distribution as stacked bars (in the style of flwr-datasets)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from fedtrain.io import save_figure
 from fedtrain.partition import Partition
+from landscape.plots.figure import new_figure, save_figure
 
 __all__ = ["plot_label_distribution"]
 
@@ -16,19 +16,23 @@ def plot_label_distribution(
 ) -> list[Path]:
     """Stacked bars: one bar per client, one colour per class, height = number of samples.
 
-    Returns the files written (PNG and PDF when ``path`` has no suffix).
+    Args:
+        partition: the split to draw.
+        path: output path, with a ``.png``/``.pdf`` suffix or without (then PNG and PDF).
+        class_names: legend names of the classes (default: their indices).
+
+    Returns:
+        The files written.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     hist = partition.label_histograms.numpy()
     clients = np.arange(partition.num_clients)
-    cmap = plt.get_cmap("tab10" if partition.num_classes <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if partition.num_classes <= 10 else "tab20"]
     width = max(6.0, min(16.0, 0.12 * partition.num_clients + 3))
-    fig, ax = plt.subplots(figsize=(width, 3.6))
+    fig = new_figure(1, 1, width, 3.6, layout=None)
+    ax = fig.subplots()
     bottom = np.zeros(partition.num_clients)
     for c in range(partition.num_classes):
         name = class_names[c] if class_names else str(c)
@@ -46,6 +50,4 @@ def plot_label_distribution(
     ax.set_xlim(-0.5, partition.num_clients - 0.5)
     if partition.num_classes <= 20:
         ax.legend(title="class", fontsize=8, title_fontsize=8, ncol=1, bbox_to_anchor=(1.01, 1), loc="upper left")
-    written = save_figure(fig, path)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
