@@ -7,25 +7,28 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import friendly_errors, seed_option
+from landscape.settings import HESSIAN_BACKENDS, SPLITS, TRACE_METHODS, WEIGHTS, HessianSettings
+
+DEFAULTS = HessianSettings()
 
 
 @click.command("hessian")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Data split the loss is taken on.")
-@click.option("--samples", type=click.IntRange(min=1), default=2048, show_default=True, help="Size of the fixed, seeded subset of the split (larger than the split: all of it).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Samples per Hessian-vector product pass (memory only; the result does not depend on it).")
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Number of top eigenvalues.")
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Relative residual tolerance ||Hv - lambda v|| <= tol |lambda| of every eigenpair.")
+@click.option("--split", type=click.Choice(SPLITS), default=DEFAULTS.split, show_default=True, help="Data split the loss is taken on.")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.num_examples, show_default=True, help="Size of the fixed, seeded subset of the split (larger than the split: all of it).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="Samples per Hessian-vector product pass (memory only; the result does not depend on it).")
+@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULTS.top_k, show_default=True, help="Number of top eigenvalues.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.tol, show_default=True, help="Relative residual tolerance ||Hv - lambda v|| <= tol |lambda| of every eigenpair.")
 @click.option("--max-matvecs", type=click.IntRange(min=1), default=None, help="Product budget of the eigensolver (default max(200, 40 k)).")
-@click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the trace.")
-@click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson"]), default="hutch++", show_default=True, help="Trace estimator.")
-@click.option("--trace-matvecs", type=click.IntRange(min=3), default=60, show_default=True, help="Product budget of the trace estimator.")
-@click.option("--density/--no-density", default=True, show_default=True, help="Estimate the eigenvalue density (SLQ).")
-@click.option("--density-probes", type=click.IntRange(min=1), default=10, show_default=True, help="SLQ Rademacher probes.")
-@click.option("--density-steps", type=click.IntRange(min=1), default=80, show_default=True, help="Lanczos steps per SLQ probe.")
+@click.option("--trace/--no-trace", default=DEFAULTS.trace, show_default=True, help="Estimate the trace.")
+@click.option("--trace-method", type=click.Choice(TRACE_METHODS), default=DEFAULTS.trace_method, show_default=True, help="Trace estimator.")
+@click.option("--trace-matvecs", type=click.IntRange(min=3), default=DEFAULTS.trace_matvecs, show_default=True, help="Product budget of the trace estimator.")
+@click.option("--density/--no-density", default=DEFAULTS.density, show_default=True, help="Estimate the eigenvalue density (SLQ).")
+@click.option("--density-probes", type=click.IntRange(min=1), default=DEFAULTS.density_probes, show_default=True, help="SLQ Rademacher probes.")
+@click.option("--density-steps", type=click.IntRange(min=1), default=DEFAULTS.density_steps, show_default=True, help="Lanczos steps per SLQ probe.")
 @seed_option()
-@click.option("--weights", type=click.Choice(["auto", "swa", "global"]), default="auto", show_default=True, help="Which model of the checkpoint: auto = SWA when present, else global.")
-@click.option("--backend", type=click.Choice(["fedlandscape", "pyhessian"]), default="fedlandscape", show_default=True, help="Engine; pyhessian runs the same quantities through PyHessian 0.1 for cross-checks.")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=DEFAULTS.weights, show_default=True, help="Which model of the checkpoint: auto = SWA when present, else global.")
+@click.option("--backend", type=click.Choice(HESSIAN_BACKENDS), default=DEFAULTS.backend, show_default=True, help="Engine; pyhessian runs the same quantities through PyHessian 0.1 for cross-checks.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Draw the density, log scale, top eigenvalues marked (.png or .pdf).")
 @click.option("--eigenvectors-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the top-k eigenvectors (torch file of {parameter: tensor} dicts).")
@@ -48,11 +51,12 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
 
     if plot is not None and not density:
         raise ConfigError("--plot draws the eigenvalue density; drop --no-density or --plot.")
-    report = analyze_checkpoint(
-        checkpoint, split=split, num_examples=samples, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs,
+    settings = HessianSettings(
+        split=split, num_examples=samples, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs,
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
-        density_steps=density_steps, seed=seed, weights=weights, backend=backend, eigenvectors_out=eigenvectors_out,
+        density_steps=density_steps, seed=seed, weights=weights, backend=backend,
     )
+    report = analyze_checkpoint(checkpoint, settings, eigenvectors_out=eigenvectors_out)
     result = report.to_dict()
     for line in format_table(result):
         click.echo(line, err=True)

@@ -48,12 +48,12 @@ def _need(ok: bool, message: str) -> None:
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _need(value in choices, f"{name} (--{name.replace('_', '-')}) must be one of {', '.join(choices)}, got {value!r}.")
+    _need(value in choices, f"{name} must be one of {', '.join(choices)} (--{name.replace('_', '-')}), got {value!r}.")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
     _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-          f"{name} (--{name.replace('_', '-')}) must be an integer >= {minimum}, got {value!r}.")
+          f"{name} must be >= {minimum} (an integer, --{name.replace('_', '-')}), got {value!r}.")
 
 
 def _optional_positive_int(name: str, value: Any) -> None:
@@ -64,8 +64,8 @@ def _optional_positive_int(name: str, value: Any) -> None:
 def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
-    bound = ">= 0" if allow_zero else "> 0"
-    _need(ok, f"{name} (--{name.replace('_', '-')}) must be a finite number {bound}, got {value!r}.")
+    bound = "a number >= 0" if allow_zero else "a positive number"
+    _need(ok, f"{name} must be {bound} (finite, --{name.replace('_', '-')}), got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class HessianSettings:
     backend: str = "fedlandscape"
 
     def __post_init__(self) -> None:
-        _choice("split", self.split, SPLITS)
+        _need(self.split in SPLITS, f"split must be 'train' or 'test' (--split), got {self.split!r}.")
         _choice("weights", self.weights, WEIGHTS)
         _choice("backend", self.backend, HESSIAN_BACKENDS)
         _choice("trace_method", self.trace_method, TRACE_METHODS)
@@ -178,7 +178,8 @@ class SurfaceSettings:
         _choice("one_dim", self.one_dim, ONE_DIM_POLICIES)
         _choice("method", self.method, EVALUATION_METHODS)
         _positive_float("range", self.range)
-        _positive_int("steps", self.steps, minimum=2)
+        _need(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 2,
+              f"A grid needs at least 2 steps per axis (an integer, --steps), got {self.steps!r}.")
         _need(self.dims in (1, 2), f"dims (--dims) must be 1 or 2, got {self.dims!r}.")
         if self.margin is not None:
             _positive_float("margin", self.margin, allow_zero=True)

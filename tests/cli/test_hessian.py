@@ -66,3 +66,18 @@ def test_the_installed_console_script_runs(checkpoint, tmp_path):
                                capture_output=True, text=True, timeout=120, env=env)
     assert completed.returncode == 0, completed.stderr
     assert json.loads((tmp_path / "h.json").read_text())["hvps"]["total"] > 0
+
+
+def test_choices_and_defaults_come_from_the_settings_record():
+    from fedlandscape_cli.hessian import hessian
+    from landscape.settings import HESSIAN_BACKENDS, SPLITS, TRACE_METHODS, WEIGHTS, HessianSettings
+
+    options = {param.name: param for param in hessian.params}
+    for name, choices in (("split", SPLITS), ("trace_method", TRACE_METHODS), ("weights", WEIGHTS), ("backend", HESSIAN_BACKENDS)):
+        assert tuple(options[name].type.choices) == choices
+    defaults = HessianSettings()
+    renamed = {"samples": "num_examples"}
+    for name, param in options.items():
+        field = renamed.get(name, name)
+        if hasattr(defaults, field):
+            assert param.default == getattr(defaults, field), name

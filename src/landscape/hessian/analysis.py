@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,12 +25,9 @@ from landscape.hessian.density import density_slq
 from landscape.hessian.lanczos import top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
+from landscape.settings import HessianSettings
 
 __all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint"]
-
-BACKENDS = ("fedlandscape", "pyhessian")
-TRACE_METHODS = ("hutch++", "hutchinson")
-
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy, the training loss of every model in this toolkit."""
@@ -130,73 +127,55 @@ def analyze_model(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
+    settings: HessianSettings = HessianSettings(),
     *,
-    batch_size: int = 256,
-    top_k: int = 5,
-    tol: float = 1e-3,
-    max_matvecs: int | None = None,
-    trace: bool = True,
-    trace_method: Literal["hutch++", "hutchinson"] = "hutch++",
-    trace_matvecs: int = 60,
-    density: bool = True,
-    density_probes: int = 10,
-    density_steps: int = 80,
-    seed: int = 0,
-    backend: Literal["fedlandscape", "pyhessian"] = "fedlandscape",
     keep_eigenvectors: bool = False,
 ) -> HessianReport:
     """Top-k eigenpairs, trace and SLQ density of the mean cross-entropy Hessian on ``(inputs, labels)``.
 
+    The analysis settings are ``settings`` (its ``split``, ``num_examples`` and ``weights`` choose the
+    data and model of a checkpoint and are not used here: the data are all of ``(inputs, labels)``).
     Seeds, one generator per component: Lanczos ``seed``, trace ``seed + 1``, density ``seed + 2``.
     Products per quantity: top-k as needed (at most ``max_matvecs``), trace ``trace_matvecs``,
     density ``density_probes * density_steps``; each product is one pass over all samples.
 
-    Returns:
-        :class:`HessianReport` (``config`` holds the analysis settings; no checkpoint fields);
-        ``eigenvectors`` is filled when ``keep_eigenvectors``.
+    Args:
+        model: the network (not modified).
+        inputs: model inputs (normalised, never augmented).
+        labels: class labels.
+        settings: eigensolver, trace and density settings, batch size, seed and backend.
+        keep_eigenvectors: fill ``report.eigenvectors`` (``fedlandscape`` backend only).
 
-    Raises:
-        ConfigError: unknown backend or trace method, or budgets below their minimum.
+    Returns:
+        :class:`HessianReport` (``config`` holds the analysis settings and ``num_examples = len(labels)``;
+        no checkpoint fields).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
-    if trace_method not in TRACE_METHODS:
-        raise ConfigError(f"trace_method must be one of {', '.join(TRACE_METHODS)}, got {trace_method!r}.")
-    if trace and trace_matvecs < 3:
-        raise ConfigError(f"trace_matvecs must be >= 3, got {trace_matvecs}.")
-    if top_k < 1 or batch_size < 1 or density_probes < 1 or density_steps < 1:
-        raise ConfigError("top_k, batch_size, density_probes and density_steps must all be >= 1.")
-    seeds = {"lanczos": seed, "trace": seed + 1, "density": seed + 2}
-    config: dict[str, Any] = {
-        "backend": backend, "num_examples": int(len(labels)), "batch_size": batch_size, "top_k": top_k, "tol": tol,
-        "max_matvecs": max_matvecs, "trace": trace, "trace_method": trace_method, "trace_matvecs": trace_matvecs,
-        "density": density, "density_probes": density_probes, "density_steps": density_steps,
-        "seeds": seeds, "bn_mode": "eval", "loss": "cross-entropy (mean)", "versions": library_versions(),
-    }
-    if backend == "pyhessian":
-        return _analyze_with_pyhessian(model, inputs, labels, config)
+    config = _analysis_config(settings, int(len(labels)))
+    if settings.backend == "pyhessian":
+        return _analyze_with_pyhessian(model, inputs, labels, settings, config)
     start_all = time.perf_counter()
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, settings.batch_size))
     config["hvp_method"] = operator.method
     config["hvp_cached_graph"] = operator.cache_graph
     config["num_parameters"] = operator.dim
+    seeds = settings.seeds
     hvps: dict[str, int] = {}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    pairs = top_eigenpairs(operator, min(top_k, operator.dim), tol=tol, max_matvecs=max_matvecs,
+    pairs = top_eigenpairs(operator, min(settings.top_k, operator.dim), tol=settings.tol, max_matvecs=settings.max_matvecs,
                            generator=torch.Generator().manual_seed(seeds["lanczos"]))
     hvps["eigenvalues"], seconds["eigenvalues"] = pairs.num_matvecs, time.perf_counter() - start
     trace_out = None
-    if trace:
+    if settings.trace:
         start = time.perf_counter()
-        estimator = trace_hutchpp if trace_method == "hutch++" else trace_hutchinson
-        estimate = estimator(operator, trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
+        estimator = trace_hutchpp if settings.trace_method == "hutch++" else trace_hutchinson
+        estimate = estimator(operator, settings.trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
         trace_out = estimate.to_dict()
         hvps["trace"], seconds["trace"] = estimate.num_matvecs, time.perf_counter() - start
     density_out = None
-    if density:
+    if settings.density:
         start = time.perf_counter()
-        spectrum = density_slq(operator, num_probes=density_probes, num_steps=density_steps,
+        spectrum = density_slq(operator, num_probes=settings.density_probes, num_steps=settings.density_steps,
                                generator=torch.Generator().manual_seed(seeds["density"]))
         density_out = spectrum.to_dict()
         hvps["density"], seconds["density"] = spectrum.num_matvecs, time.perf_counter() - start
@@ -218,14 +197,31 @@ def analyze_model(
     return report
 
 
-def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, config: dict[str, Any]) -> HessianReport:
+def _analysis_config(settings: HessianSettings, num_examples: int) -> dict[str, Any]:
+    """``report.config`` of :func:`analyze_model`: the settings that shape the numbers, and the run facts.
+
+    ``split``, ``weights`` and ``seed`` describe a checkpoint's data and model (:func:`analyze_checkpoint`
+    records them as ``split``, the weights used and ``subset_seed``); ``num_examples`` is the number of
+    samples actually used. The key order is that of the JSON files written so far.
+    """
+    values = settings.to_dict()
+    for name in ("split", "weights", "seed", "backend"):
+        del values[name]
+    return {
+        "backend": settings.backend, **values, "num_examples": num_examples, "seeds": settings.seeds,
+        "bn_mode": "eval", "loss": "cross-entropy (mean)", "versions": library_versions(),
+    }
+
+
+def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings,
+                            config: dict[str, Any]) -> HessianReport:
     from landscape.hessian.peers import pyhessian_analysis
     from landscape.hessian.density import smooth_density
 
     out = pyhessian_analysis(
-        model, inputs, labels, top_k=config["top_k"], tol=config["tol"], trace=config["trace"],
-        trace_max_iter=config["trace_matvecs"], density=config["density"], density_steps=config["density_steps"],
-        density_probes=config["density_probes"], seed=config["seeds"]["lanczos"],
+        model, inputs, labels, top_k=settings.top_k, tol=settings.tol, trace=settings.trace,
+        trace_max_iter=settings.trace_matvecs, density=settings.density, density_steps=settings.density_steps,
+        density_probes=settings.density_probes, seed=settings.seeds["lanczos"],
     )
     density_out = out["density"]
     if density_out is not None:
@@ -246,38 +242,25 @@ def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, co
 
 def analyze_checkpoint(
     path: str | os.PathLike[str],
+    settings: HessianSettings = HessianSettings(),
     *,
-    split: Literal["train", "test"] = "train",
-    num_examples: int | None = 2048,
-    batch_size: int = 256,
-    top_k: int = 5,
-    tol: float = 1e-3,
-    max_matvecs: int | None = None,
-    trace: bool = True,
-    trace_method: Literal["hutch++", "hutchinson"] = "hutch++",
-    trace_matvecs: int = 60,
-    density: bool = True,
-    density_probes: int = 10,
-    density_steps: int = 80,
-    seed: int = 0,
-    weights: Literal["auto", "swa", "global"] = "auto",
-    backend: Literal["fedlandscape", "pyhessian"] = "fedlandscape",
+    data_dir: str | os.PathLike[str] | None = None,
     eigenvectors_out: str | os.PathLike[str] | None = None,
 ) -> HessianReport:
     """Hessian analysis of a checkpoint's model on a fixed subset of its dataset.
 
     The model and dataset come from the checkpoint (the SWA model when it has one and
-    ``weights="auto"``). The data are :func:`fedtrain.data.evaluation_tensors` of ``split``: a
-    seeded (``seed``), sorted, never augmented subset of ``num_examples`` samples (``None``: the
-    whole split). Cost: one product = one pass over those samples; with the defaults (2,048
-    samples, top-5, Hutch++ with 60 products, 10 x 80 SLQ) the density dominates; for a quick
-    run lower ``num_examples``, ``density_probes``/``density_steps`` and ``trace_matvecs``.
-    See :func:`analyze_model` for the other arguments.
+    ``settings.weights == "auto"``). The data are :func:`fedtrain.data.evaluation_tensors` of
+    ``settings.split``: a seeded (``settings.seed``), sorted, never augmented subset of
+    ``settings.num_examples`` samples (``None``: the whole split). Cost: one product = one pass over
+    those samples; with the defaults (2,048 samples, top-5, Hutch++ with 60 products, 10 x 80 SLQ)
+    the density dominates; for a quick run lower ``num_examples``, ``density_probes``/``density_steps``
+    and ``trace_matvecs``. See :func:`analyze_model` for the analysis itself.
 
     Args:
         path: checkpoint file.
-        split: ``"train"`` or ``"test"``.
-        num_examples: size of the data subset (``None``: all).
+        settings: the data subset, model weights and analysis settings.
+        data_dir: where to look for the dataset first (default: the checkpoint's).
         eigenvectors_out: when given, the top-k eigenvectors are saved there (``torch.save`` of a dict
             with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: tensor}``), atomically.
 
@@ -288,26 +271,20 @@ def analyze_checkpoint(
     Raises:
         CheckpointError, DataNotFoundError, ConfigError: unusable inputs, with a message saying how to fix them.
     """
-    if split not in ("train", "test"):
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}.")
-    if eigenvectors_out is not None and backend != "fedlandscape":
+    if eigenvectors_out is not None and settings.backend != "fedlandscape":
         raise ConfigError("eigenvectors_out needs backend='fedlandscape' (PyHessian's eigenvectors are not exported).")
     checkpoint = load_checkpoint(path)
-    weights_used = checkpoint.resolve_weights(weights)
-    model = checkpoint.build_model(weights)
-    dataset = load_dataset(checkpoint.dataset, checkpoint.data_dir)
-    inputs, labels = evaluation_tensors(dataset, split, num_examples, seed)
-    report = analyze_model(
-        model, inputs, labels, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs, trace=trace,
-        trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
-        density_steps=density_steps, seed=seed, backend=backend, keep_eigenvectors=eigenvectors_out is not None,
-    )
+    weights_used = checkpoint.resolve_weights(settings.weights)
+    model = checkpoint.build_model(settings.weights)
+    dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
+    inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
+    report = analyze_model(model, inputs, labels, settings, keep_eigenvectors=eigenvectors_out is not None)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
-        "split": split, "subset_seed": seed, "checkpoint_round": checkpoint.round,
+        "split": settings.split, "subset_seed": settings.seed, "checkpoint_round": checkpoint.round,
     })
-    report.config["seeds"]["subset"] = seed
+    report.config["seeds"]["subset"] = settings.seed
     if eigenvectors_out is not None:
         payload = {
             "format": "fedlandscape.hessian-eigenvectors",

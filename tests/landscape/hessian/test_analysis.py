@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,10 +15,11 @@ from fedtrain.io import to_json
 from fedtrain.models import build_model
 from landscape.hessian.exact import dense_hessian
 from landscape.hessian.analysis import analyze_checkpoint, cross_entropy, hessian_eigenvectors
+from landscape.settings import HessianSettings
 from tests.landscape.hessian.cases import single_threaded  # noqa: F401,E402 (autouse fixture)
 
 MLP_KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [4]}
-QUICK = {"num_examples": 120, "batch_size": 50, "top_k": 3, "trace_matvecs": 12, "density_probes": 2, "density_steps": 12}
+QUICK = HessianSettings(num_examples=120, batch_size=50, top_k=3, trace_matvecs=12, density_probes=2, density_steps=12)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_hessian_eigenvectors_match_the_dense_hessian_and_leave_the_model_alone(
 
 
 def test_analyze_checkpoint_reports_every_quantity_with_config_and_seeds(checkpoint_path, tmp_path):
-    report = analyze_checkpoint(checkpoint_path, eigenvectors_out=tmp_path / "vecs.pt", **QUICK)
+    report = analyze_checkpoint(checkpoint_path, QUICK, eigenvectors_out=tmp_path / "vecs.pt")
     result = json.loads(to_json(report.to_dict()))
     assert len(result["eigenvalues"]) == 3 and result["eigenvalues"] == sorted(result["eigenvalues"], reverse=True)
     assert result["ratio"] == pytest.approx(result["eigenvalues"][0] / result["eigenvalues"][2])
@@ -65,21 +67,32 @@ def test_analyze_checkpoint_reports_every_quantity_with_config_and_seeds(checkpo
     assert saved["eigenvalues"] == report.eigenvalues and saved["vectors"][0]["net.1.weight"].shape == (4, 256)
 
 
+def test_config_keeps_the_keys_and_order_of_the_json_written_so_far(checkpoint_path):
+    report = analyze_checkpoint(checkpoint_path, replace(QUICK, trace=False, density=False, num_examples=None, split="test"))
+    assert list(report.config) == [
+        "backend", "num_examples", "batch_size", "top_k", "tol", "max_matvecs", "trace", "trace_method", "trace_matvecs",
+        "density", "density_probes", "density_steps", "seeds", "bn_mode", "loss", "versions", "hvp_method",
+        "hvp_cached_graph", "num_parameters", "checkpoint", "checkpoint_sha256", "weights", "model", "dataset", "split",
+        "subset_seed", "checkpoint_round",
+    ]
+    assert report.config["num_examples"] == 300  # the samples used (the whole synthetic test split), not None
+
+
 def test_the_same_command_gives_the_same_numbers_and_global_weights_differ(checkpoint_path):
-    quick = {**QUICK, "trace": False, "density": False}
-    first = analyze_checkpoint(checkpoint_path, **quick)
-    second = analyze_checkpoint(checkpoint_path, **quick)
+    quick = replace(QUICK, trace=False, density=False)
+    first = analyze_checkpoint(checkpoint_path, quick)
+    second = analyze_checkpoint(checkpoint_path, quick)
     assert first.eigenvalues == second.eigenvalues
-    other = analyze_checkpoint(checkpoint_path, weights="global", **quick)
+    other = analyze_checkpoint(checkpoint_path, replace(quick, weights="global"))
     assert other.config["weights"] == "global" and other.eigenvalues != first.eigenvalues
 
 
 def test_pyhessian_backend_reports_its_density_crash(checkpoint_path):
-    report = analyze_checkpoint(checkpoint_path, backend="pyhessian", **{**QUICK, "top_k": 1})
+    report = analyze_checkpoint(checkpoint_path, replace(QUICK, backend="pyhessian", top_k=1))
     result = report.to_dict()
     assert len(result["eigenvalues"]) == 1 and result["trace"]["method"] == "pyhessian-hutchinson"
     assert result["density"] is None and "torch.linalg.eig" in result["errors"]["density"]
-    ours = analyze_checkpoint(checkpoint_path, **{**QUICK, "top_k": 1, "trace": False, "density": False, "tol": 1e-6})
+    ours = analyze_checkpoint(checkpoint_path, replace(QUICK, top_k=1, trace=False, density=False, tol=1e-6))
     assert result["eigenvalues"][0] == pytest.approx(ours.eigenvalues[0], rel=2e-2)
 
 
@@ -87,11 +100,11 @@ def test_bad_requests_raise_clear_errors(checkpoint_path, tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint at"):
         analyze_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ConfigError, match="split must be 'train' or 'test'"):
-        analyze_checkpoint(checkpoint_path, split="validation")
+        analyze_checkpoint(checkpoint_path, HessianSettings(split="validation"))
     with pytest.raises(ConfigError, match="backend must be one of"):
-        analyze_checkpoint(checkpoint_path, backend="eigenthings", **QUICK)
+        analyze_checkpoint(checkpoint_path, replace(QUICK, backend="eigenthings"))
     with pytest.raises(ConfigError, match="eigenvectors_out needs backend='fedlandscape'"):
-        analyze_checkpoint(checkpoint_path, backend="pyhessian", eigenvectors_out=tmp_path / "v.pt")
+        analyze_checkpoint(checkpoint_path, HessianSettings(backend="pyhessian"), eigenvectors_out=tmp_path / "v.pt")
     with pytest.raises(ConfigError, match="trace_matvecs must be >= 3"):
-        analyze_checkpoint(checkpoint_path, **{**QUICK, "trace_matvecs": 2})
+        analyze_checkpoint(checkpoint_path, replace(QUICK, trace_matvecs=2))
     assert not (tmp_path / "v.pt").exists()
