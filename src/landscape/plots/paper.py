@@ -21,12 +21,13 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_text, read_json
 from landscape.plots.figure import new_figure, save_figure
@@ -42,19 +43,18 @@ _PAPER_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.f
              "xtick.labelsize": 8, "ytick.labelsize": 8}
 
 
-def algorithm_label(config: dict[str, Any]) -> str:
+def algorithm_label(config: TrainConfig) -> str:
     """``FedAvg``, ``FedSAM``, ``FedASAM``, with ``+SWA`` when the run used server-side SWA."""
-    name = _ALGORITHM_NAMES.get(config["algorithm"], config["algorithm"])
-    return f"{name}+SWA" if config.get("swa") else name
+    name = _ALGORITHM_NAMES.get(config.algorithm, config.algorithm)
+    return f"{name}+SWA" if config.swa else name
 
 
-def split_label(config: dict[str, Any]) -> str:
+def split_label(config: TrainConfig) -> str:
     """The federated split in words, e.g. ``alpha = 0`` or ``iid``."""
-    if config.get("partition") == "iid":
+    if config.partition == "iid":
         return "iid"
-    alpha = config.get("alpha")
-    prefix = "" if config.get("partition", "dirichlet") == "dirichlet" else f"{config['partition']} "
-    return f"{prefix}α = {alpha:g}"
+    prefix = "" if config.partition == "dirichlet" else f"{config.partition} "
+    return f"{prefix}α = {config.alpha:g}"
 
 
 @dataclass
@@ -62,12 +62,11 @@ class RunRecord:
     """One finished training run and whatever analyses it has."""
 
     path: Path
-    config: dict[str, Any]
+    config: TrainConfig
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
     hessian: dict[str, Any] | None = None
     surface: Surface | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def algorithm(self) -> str:
@@ -79,7 +78,7 @@ class RunRecord:
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("seed", 0))
+        return self.config.seed
 
 
 def _is_run(folder: Path) -> bool:
@@ -103,7 +102,7 @@ def collect_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
             records.append(
                 RunRecord(
                     path=folder,
-                    config=read_json(folder / "config.json"),
+                    config=TrainConfig.from_dict(read_json(folder / "config.json")),
                     summary=read_json(folder / "summary.json"),
                     metrics=[json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()],
                     hessian=read_json(analysis / "hessian.json") if (analysis / "hessian.json").is_file() else None,
@@ -298,7 +297,7 @@ def plot_accuracy(records: Sequence[RunRecord], path: Path) -> list[Path]:
             ax.plot(rounds, curves.mean(axis=0), style, label=algorithm, color=_COLORS.get(algorithm), linewidth=1.2)
             if len(curves) > 1:
                 ax.fill_between(rounds, curves.min(axis=0), curves.max(axis=0), alpha=0.2, color=_COLORS.get(algorithm))
-        starts = sorted({_swa_start(r.config) for r in records if r.split == split and r.config.get("swa")})
+        starts = sorted({r.config.swa_start_round for r in records if r.split == split and r.config.swa})
         for start in starts:
             ax.axvline(start, color="0.4", linestyle=":", linewidth=1)
             ax.annotate("SWA start", (start, 0.02), xycoords=("data", "axes fraction"), fontsize=7, color="0.3",
@@ -308,11 +307,6 @@ def plot_accuracy(records: Sequence[RunRecord], path: Path) -> list[Path]:
         ax.legend(frameon=False, fontsize=7)
     axes[0].set_ylabel("test accuracy (%)")
     return save_figure(fig, path)
-
-
-def _swa_start(config: dict[str, Any]) -> int:
-    start = config.get("swa_start", 0.75)
-    return int(start * config["rounds"]) if start < 1 else int(start)
 
 
 def plot_plane(name: str, surface: Surface, path: Path, *, key: str = "train_loss") -> list[Path]:

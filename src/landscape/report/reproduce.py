@@ -279,7 +279,7 @@ def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: Re
         stage("plane", f"{split} seed {seed}", None)
         return
     finals = [RunPaths(s.folder(root)).final for s in chosen]  # type: ignore[union-attr]
-    labels = [algorithm_label(s.config.to_dict()) for s in chosen]  # type: ignore[union-attr]
+    labels = [algorithm_label(s.config) for s in chosen]  # type: ignore[union-attr]
 
     def compute() -> None:
         surface = surface_for_checkpoint(finals[0], plane=finals[1:], out=target, resume=exists, seed=seed, **settings.plane)
