@@ -1,4 +1,4 @@
-"""A training run on disk: set-up, the round loop with its hooks, resumable checkpoints, metrics and summary.
+"""A training run on disk: set-up, the loop over :func:`fedtrain.round.federated_round` with its hooks, resumable checkpoints, metrics and summary.
 
 RUN_DIR layout::
 
@@ -25,23 +25,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from fedtrain._seeds import derive_seed, derived_generator
-from fedtrain.aggregate import aggregate
+from fedtrain._seeds import derive_seed
 from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedtrain.client import ClientConfig, ClientShard, NonFiniteLossError, client_update
+from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.config import SWA_FIELDS, TrainConfig
-from fedtrain.data import evaluation_tensors, load_dataset, subset_indices
+from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, read_json, to_json, write_json
 from fedtrain.models import build_model, count_parameters
-from fedtrain.partition import make_partition, save_partition
-from fedtrain.server import ServerState, select_clients, server_update
-from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
+from fedtrain.partition import Partition, make_partition, save_partition
+from fedtrain.round import RoundData, RoundMetrics, federated_round
+from fedtrain.server import ServerState, StateDict
 
-__all__ = ["RunPaths", "RoundInfo", "train", "run_rounds", "load_run_config", "TIMING_FIELDS"]
+__all__ = ["RunPaths", "train", "run_rounds", "load_run_config", "TIMING_FIELDS"]
 
 TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the machine, not the training
 _RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
@@ -68,16 +65,6 @@ class RunPaths:
         return self.checkpoints / f"round_{round:05d}.pt"
 
 
-@dataclass(frozen=True)
-class RoundInfo:
-    """What one round reports besides the new server state."""
-
-    lr: float
-    train_loss: float
-    num_samples: int
-    clients: tuple[int, ...]
-
-
 @dataclass
 class _RunLog:
     """The run's mutable bookkeeping shared by the hooks: metrics so far and time accounting."""
@@ -99,8 +86,8 @@ def run_rounds(
     state: ServerState,
     *,
     rounds: int,
-    step: Callable[[ServerState], tuple[ServerState, RoundInfo]],
-    on_round_end: Sequence[Callable[[ServerState, RoundInfo], None]] = (),
+    step: Callable[[ServerState], tuple[ServerState, RoundMetrics]],
+    on_round_end: Sequence[Callable[[ServerState, RoundMetrics], None]] = (),
 ) -> ServerState:
     """The only federated loop: ``step`` until ``rounds`` rounds are done, calling each hook after every round."""
     while state.round < rounds:
@@ -206,15 +193,7 @@ def train(
         NonFiniteLossError: training diverged; the last good checkpoint is kept.
     """
     paths = RunPaths(Path(out_dir))
-    if resume:
-        saved = load_run_config(paths.root)
-        if config is not None and (diff := _differences(config, saved, _IGNORED_ON_RESUME)):
-            raise ConfigError(f"{paths.root} was started with different settings: {'; '.join(diff)}. Resume without changing them.")
-        config = replace(saved, data_dir=config.data_dir) if config is not None else saved
-    elif config is None:
-        raise ConfigError("train() needs a config unless resume=True.")
-    if init_from is not None and resume:
-        raise ConfigError("--init-from starts a new run; it cannot be combined with --resume.")
+    config = _run_config(config, paths, resume=resume, init_from=init_from)
     _prepare_dir(paths, resume=resume, overwrite=overwrite)
 
     dataset = load_dataset(config.dataset, config.data_dir)
@@ -237,44 +216,75 @@ def train(
     save_partition(partition, paths.partition)
     _write_metrics(paths, log.metrics)
 
-    shards = [ClientShard(dataset.train_images[idx], dataset.train_labels[idx], dataset.normalize) for idx in partition.client_indices]
+    data = RoundData(
+        shards=[ClientShard(dataset.train_images[idx], dataset.train_labels[idx], dataset.normalize) for idx in partition.client_indices],
+        augment=dataset.augmentation == "crop-flip",
+        worker=build_model(config.model, seed=0, **model_kwargs),
+    )
+    hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, dataset, model_kwargs), progress)
+    log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
+    try:
+        state = run_rounds(state, rounds=config.rounds, step=lambda s: federated_round(s, config, data, s.round),
+                           on_round_end=(hooks.evaluate, hooks.checkpoint, hooks.report))
+    except NonFiniteLossError as err:
+        last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
+                else "no checkpoint was written in this session")
+        raise NonFiniteLossError(f"{err} Training stopped at round {log.rounds_done + 1}; {last}.") from None
+    if not paths.final.is_file():  # resumed a finished run, or finished before this session
+        save_checkpoint(hooks.make_checkpoint(state), paths.final)
+    summary = _summary(config, log, paths, partition.hash, count_parameters(initial))
+    write_json(paths.summary, summary)
+    return summary
+
+
+def _run_config(config: TrainConfig | None, paths: RunPaths, *, resume: bool, init_from: str | os.PathLike[str] | None) -> TrainConfig:
+    """The run's config: ``config``, or for a resume the saved one (refusing changed settings)."""
+    if resume:
+        saved = load_run_config(paths.root)
+        if config is not None and (diff := _differences(config, saved, _IGNORED_ON_RESUME)):
+            raise ConfigError(f"{paths.root} was started with different settings: {'; '.join(diff)}. Resume without changing them.")
+        config = replace(saved, data_dir=config.data_dir) if config is not None else saved
+    elif config is None:
+        raise ConfigError("train() needs a config unless resume=True.")
+    if init_from is not None and resume:
+        raise ConfigError("--init-from starts a new run; it cannot be combined with --resume.")
+    return config
+
+
+def _test_evaluation(config: TrainConfig, dataset: ImageDataset, model_kwargs: dict[str, Any]) -> Callable[[StateDict], dict[str, float]]:
+    """Loss and accuracy of a state dict on the run's fixed test subset (BatchNorm statistics recomputed on 2,048 training images)."""
     test_x, test_y = evaluation_tensors(dataset, "test", config.eval_examples, seed=config.seed)
     bn_idx = subset_indices(dataset.train_labels.numel(), 2048, derive_seed(config.seed, "batchnorm"))
-    worker = build_model(config.model, seed=0, **model_kwargs)
     evaluator = build_model(config.model, seed=0, **model_kwargs)
-    augment = dataset.augmentation == "crop-flip"
-    swa_start = config.swa_start_round
 
-    def step(state: ServerState) -> tuple[ServerState, RoundInfo]:
-        t = state.round
-        if config.swa and starts_swa_model(t, start=swa_start, collect=config.swa_collect):
-            state = replace(state, swa_params={k: v.clone() for k, v in state.params.items()}, swa_count=0)
-        lr = cyclic_lr(t, lr=config.lr, swa_lr=config.swa_lr, cycle=config.swa_c, start=swa_start) if config.swa else config.lr
-        client_cfg = ClientConfig(
-            lr=lr, local_epochs=config.local_epochs, batch_size=config.batch_size, weight_decay=config.weight_decay,
-            momentum=config.momentum, optimizer=config.optimizer, rho=config.rho or 0.0, eta=config.eta, augment=augment,
-        )
-        clients = select_clients(config.seed, t, config.num_clients, config.clients_per_round)
-        updates = [client_update(worker, state.params, shards[k], client_cfg, derived_generator(config.seed, "client", t, k)) for k in clients]
-        mean_delta = aggregate(updates)
-        if not all(bool(torch.isfinite(d).all()) for d in mean_delta.values() if d.is_floating_point()):
-            raise NonFiniteLossError("The clients' mean update became non-finite. Lower the learning rate (or rho).")
-        new = server_update(state, mean_delta, server_lr=config.server_lr, server_momentum=config.server_momentum)
-        if config.swa and collects(t, start=swa_start, cycle=config.swa_c, collect=config.swa_collect):
-            swa_params, count = swa_average(new.swa_params, new.swa_count, new.params)
-            new = replace(new, swa_params=swa_params, swa_count=count)
-        n = sum(u.num_examples for u in updates) * config.local_epochs
-        loss = sum(u.metrics["train_loss"] * u.num_examples for u in updates) / max(sum(u.num_examples for u in updates), 1)
-        return new, RoundInfo(lr=lr, train_loss=loss, num_samples=n, clients=tuple(clients))
+    def evaluate(params: StateDict) -> dict[str, float]:
+        bn_batches = (dataset.normalize(dataset.train_images[bn_idx[i : i + 256]]) for i in range(0, bn_idx.numel(), 256))
+        return evaluate_state(evaluator, params, test_x, test_y, batchnorm_batches=bn_batches)
 
-    def evaluate_hook(state: ServerState, info: RoundInfo) -> None:
+    return evaluate
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """The loop's hooks after every round: evaluation, checkpoint policy and progress, sharing the run's log."""
+
+    config: TrainConfig
+    paths: RunPaths
+    partition: Partition
+    model_kwargs: dict[str, Any]
+    log: _RunLog
+    evaluate_params: Callable[[StateDict], dict[str, float]]
+    progress: Callable[[dict[str, Any]], None] | None
+
+    def evaluate(self, state: ServerState, info: RoundMetrics) -> None:
+        """Evaluate the SWA model once it exists (else the global one) at the rounds the config names; write metrics."""
+        log = self.log
         log.rounds_done = state.round
         log.samples_since_eval += info.num_samples
-        if not config.evaluates_at(state.round - 1):
+        if not self.config.evaluates_at(state.round - 1):
             return
         use_swa = state.swa_params is not None
-        bn_batches = (dataset.normalize(dataset.train_images[bn_idx[i : i + 256]]) for i in range(0, bn_idx.numel(), 256))
-        result = evaluate_state(evaluator, state.swa_params if use_swa else state.params, test_x, test_y, batchnorm_batches=bn_batches)
+        result = self.evaluate_params(state.swa_params if use_swa else state.params)
         now = time.perf_counter()
         log.metrics.append({
             "round": state.round, "train_loss": info.train_loss, "test_loss": result["loss"],
@@ -283,44 +293,38 @@ def train(
             "samples_per_s": log.samples_since_eval / max(now - log.time_at_last_eval, 1e-9),
         })
         log.samples_since_eval, log.time_at_last_eval = 0, now
-        _write_metrics(paths, log.metrics)
+        _write_metrics(self.paths, log.metrics)
 
-    def checkpoint_hook(state: ServerState, info: RoundInfo) -> None:
-        done = state.round
+    def checkpoint(self, state: ServerState, info: RoundMetrics) -> None:
+        """``latest.pt`` at evaluations and every ``checkpoint_every`` rounds; kept rounds (and a plain run's SWA start); ``final.pt``."""
+        config, log, done = self.config, self.log, state.round
         evaluated = bool(log.metrics) and log.metrics[-1]["round"] == done
         every = config.checkpoint_every > 0 and done % config.checkpoint_every == 0
-        kept = done in config.checkpoint_rounds or (not config.swa and done == swa_start)
+        kept = done in config.checkpoint_rounds or (not config.swa and done == config.swa_start_round)
         if not (evaluated or every or kept or done == config.rounds):
             return
-        ckpt = _checkpoint(config, model_kwargs, partition, state, log)
-        save_checkpoint(ckpt, paths.latest)
+        ckpt = self.make_checkpoint(state)
+        save_checkpoint(ckpt, self.paths.latest)
         log.saved_round = done
         if kept:
-            save_checkpoint(ckpt, paths.at_round(done))
+            save_checkpoint(ckpt, self.paths.at_round(done))
         if done == config.rounds:
-            save_checkpoint(ckpt, paths.final)
+            save_checkpoint(ckpt, self.paths.final)
 
-    def progress_hook(state: ServerState, info: RoundInfo) -> None:
-        if progress is not None:
+    def report(self, state: ServerState, info: RoundMetrics) -> None:
+        """Call ``progress`` with the round's numbers and its test accuracy when it was evaluated."""
+        if self.progress is not None:
+            log = self.log
             last = log.metrics[-1] if log.metrics and log.metrics[-1]["round"] == state.round else None
-            progress({"round": state.round, "rounds": config.rounds, "train_loss": info.train_loss, "lr": info.lr,
-                      "clients": info.clients, "test_accuracy": None if last is None else last["test_accuracy"]})
+            self.progress({"round": state.round, "rounds": self.config.rounds, "train_loss": info.train_loss, "lr": info.lr,
+                           "clients": info.clients, "test_accuracy": None if last is None else last["test_accuracy"]})
 
-    log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
-    try:
-        state = run_rounds(state, rounds=config.rounds, step=step, on_round_end=(evaluate_hook, checkpoint_hook, progress_hook))
-    except NonFiniteLossError as err:
-        last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
-                else "no checkpoint was written in this session")
-        raise NonFiniteLossError(f"{err} Training stopped at round {log.rounds_done + 1}; {last}.") from None
-    if not paths.final.is_file():  # resumed a finished run, or finished before this session
-        save_checkpoint(_checkpoint(config, model_kwargs, partition, state, log), paths.final)
-    summary = _summary(config, log, paths, partition.hash, count_parameters(initial))
-    write_json(paths.summary, summary)
-    return summary
+    def make_checkpoint(self, state: ServerState) -> Checkpoint:
+        """The checkpoint of ``state`` with the run's config, partition, metrics and elapsed time."""
+        return _checkpoint(self.config, self.model_kwargs, self.partition, state, self.log)
 
 
-def _checkpoint(config: TrainConfig, model_kwargs: dict, partition: Any, state: ServerState, log: _RunLog) -> Checkpoint:
+def _checkpoint(config: TrainConfig, model_kwargs: dict, partition: Partition, state: ServerState, log: _RunLog) -> Checkpoint:
     return Checkpoint(
         model_name=config.model,
         model_kwargs=model_kwargs,

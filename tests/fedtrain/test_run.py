@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fedtrain import run as run_module
+from fedtrain import round as round_module
 from fedtrain.checkpoint import load_checkpoint
 from fedtrain.client import NonFiniteLossError
 from fedtrain.config import TrainConfig
@@ -122,7 +122,7 @@ def test_resume_refuses_changed_settings_and_a_directory_without_a_run(tmp_path)
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = run_module.client_update
+    real = round_module.client_update
 
     def poisoned(worker, global_state, shard, cfg, generator):
         update = real(worker, global_state, shard, cfg, generator)
@@ -132,7 +132,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
         return update
 
     poisoned.calls = 0
-    monkeypatch.setattr(run_module, "client_update", poisoned)
+    monkeypatch.setattr(round_module, "client_update", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"stopped at round 4; the last good checkpoint is .*latest\.pt \(after round 3\)"):
         train(tiny(checkpoint_every=1), tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt").round == 3
