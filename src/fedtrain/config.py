@@ -87,8 +87,13 @@ class TrainConfig:
     checkpoint_rounds: tuple[int, ...] = ()
     seed: int = 0
     preset: str | None = None
+    # Whether rho came from the user (not the algorithm's default): ``replace`` must keep a given rho even
+    # when it equals another algorithm's default, and re-resolve a defaulted one. Not a setting: neither
+    # compared nor serialised.
+    rho_given: bool = field(init=False, default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "rho_given", self.rho is not None)
         if self.rho is None and self.algorithm in DEFAULT_RHO:
             object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
@@ -147,6 +152,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``from_dict(to_dict())`` round-trips)."""
         out = dataclasses.asdict(self)
+        del out["rho_given"]
         out["checkpoint_rounds"] = list(self.checkpoint_rounds)
         return out
 
@@ -157,7 +163,7 @@ class TrainConfig:
         Raises:
             ConfigError: unknown keys or invalid values.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
         clean = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(clean) - names)
         if unknown:
@@ -170,9 +176,14 @@ class TrainConfig:
             raise ConfigError(f"Bad training setting: {err}.") from err
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some settings changed (re-validated; ``rho`` re-resolves if the algorithm changes and rho was not given)."""
+        """A copy with some settings changed (re-validated).
+
+        A ``rho`` the user gave is kept; a defaulted one stays defaulted, so it follows a new ``algorithm``
+        (``TrainConfig(algorithm="fedsam").replace(algorithm="fedasam").rho == 0.7``, while
+        ``TrainConfig(algorithm="fedsam", rho=0.1).replace(algorithm="fedasam").rho == 0.1``).
+        """
         values = self.to_dict()
-        if "algorithm" in changes and "rho" not in changes and self.rho == DEFAULT_RHO.get(self.algorithm):
+        if not self.rho_given:
             values["rho"] = None
         values.update(changes)
         return TrainConfig.from_dict(values)

@@ -69,3 +69,26 @@ def test_config_file_errors(tmp_path):
 def test_evaluation_cadence_includes_every_kth_the_last_rounds_and_the_end():
     cfg = TrainConfig(rounds=20, eval_every=8, eval_last=3)
     assert [t + 1 for t in range(20) if cfg.evaluates_at(t)] == [8, 16, 18, 19, 20]
+
+
+def test_replace_keeps_a_given_rho_and_re_resolves_a_defaulted_one():
+    given = TrainConfig(algorithm="fedsam", rho=0.1)
+    assert given.replace(algorithm="fedasam").rho == 0.1  # equal to FedSAM's default, but the user's value
+    assert given.replace(rounds=5).replace(algorithm="fedasam").rho == 0.1
+    defaulted = TrainConfig(algorithm="fedsam")
+    assert defaulted.rho == 0.1 and defaulted.replace(algorithm="fedasam").rho == 0.7
+    assert defaulted.replace(rounds=5).replace(algorithm="fedasam").rho == 0.7  # stays defaulted through replace
+    assert defaulted.replace(algorithm="fedavg").rho is None
+    assert defaulted.replace(algorithm="fedasam", rho=0.3).rho == 0.3
+    assert TrainConfig(algorithm="fedavg", rho=0.2).replace(algorithm="fedsam").rho == 0.2
+    assert preset_config("quick", algorithm="fedsam").replace(algorithm="fedasam").rho == 0.7
+
+
+def test_the_resolved_rho_is_what_to_dict_records_and_from_dict_round_trips():
+    for cfg in (TrainConfig(algorithm="fedasam"), TrainConfig(algorithm="fedsam", rho=0.1), TrainConfig()):
+        values = cfg.to_dict()
+        assert "rho_given" not in values and values["rho"] == cfg.rho
+        assert TrainConfig.from_dict(values) == cfg
+    assert TrainConfig(algorithm="fedasam").to_dict()["rho"] == 0.7
+    with pytest.raises(ConfigError, match="Unknown training setting"):
+        TrainConfig.from_dict({"rho_given": True})
