@@ -4,42 +4,60 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors, seed_option
+from landscape.settings import (
+    BN_MODES,
+    DIRECTION_KINDS,
+    EVALUATION_METHODS,
+    ONE_DIM_POLICIES,
+    SPLITS,
+    SURFACE_PLOT_KINDS,
+    WEIGHTS,
+    SurfaceSettings,
+)
+
+if TYPE_CHECKING:
+    from landscape.surface.record import Surface
 
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+DEFAULTS = SurfaceSettings()
 
 
 @click.command("plot-surface")
 @click.argument("checkpoints", nargs=-1, type=CHECKPOINT)
-@click.option("--directions", type=click.Choice(["random", "hessian"]), default="random", show_default=True, help="Filter-normalised Gaussian directions (Li et al.) or the top-2 Hessian eigenvectors.")
+@click.option("--directions", type=click.Choice(DIRECTION_KINDS), default=DEFAULTS.directions, show_default=True, help="Filter-normalised Gaussian directions (Li et al.) or the top-2 Hessian eigenvectors.")
 @click.option("--interpolate", type=CHECKPOINT, default=None, help="Checkpoint B: plot the line from CKPT (t=0) to B (t=1).")
 @click.option("--plane", type=CHECKPOINT, nargs=2, default=None, help="Checkpoints B C: plot the plane through CKPT, B and C (Garipov et al.).")
-@click.option("--range", "range_", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Half-width of the grid along random/Hessian directions.")
-@click.option("--steps", type=click.IntRange(min=2), default=21, show_default=True, help="Grid points per axis (odd: the centre is on the grid).")
-@click.option("--dims", type=click.IntRange(1, 2), default=2, show_default=True, help="1 (a curve) or 2 (a surface) for random/Hessian directions.")
-@click.option("--margin", type=click.FloatRange(min=0), default=None, help="Extrapolation beyond the models for --interpolate (default 0.5) and --plane (default 0.2).")
-@click.option("--split", "splits", type=click.Choice(["train", "test"]), multiple=True, default=("train",), show_default=True, help="Split(s) to evaluate; repeat for both.")
-@click.option("--samples", type=click.IntRange(min=1), default=2000, show_default=True, help="Samples per split (a fixed seeded subset); a number >= the split size uses it all.")
-@click.option("--bn", type=click.Choice(["eval", "recalibrate"]), default="eval", show_default=True, help="BatchNorm: frozen statistics, or recomputed on training samples at every point.")
-@click.option("--weights", type=click.Choice(["auto", "swa", "global"]), default="auto", show_default=True, help="Which model of the checkpoint: SWA when present (auto), SWA, or the last global model.")
-@click.option("--one-dim", type=click.Choice(["zero", "keep", "filter"]), default="zero", show_default=True, help="Random directions on biases and norm layers: zero (Li et al.'s biasbn), copy the weights, or normalise.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Samples per forward pass (64 was fastest on a 2-core CPU: bench/results/surface.txt).")
-@click.option("--points-per-pass", type=click.IntRange(min=1), default=8, show_default=True, help="Grid points per pass over the data; the file is saved after each such chunk.")
-@click.option("--method", type=click.Choice(["loop", "vmap"]), default="loop", show_default=True, help="Evaluate a chunk's points one by one (loop) or vectorised (vmap).")
-@seed_option()
+@click.option("--range", "range_", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.range, show_default=True, help="Half-width of the grid along random/Hessian directions.")
+@click.option("--steps", type=click.IntRange(min=2), default=DEFAULTS.steps, show_default=True, help="Grid points per axis (odd: the centre is on the grid).")
+@click.option("--dims", type=click.IntRange(1, 2), default=DEFAULTS.dims, show_default=True, help="1 (a curve) or 2 (a surface) for random/Hessian directions.")
+@click.option("--margin", type=click.FloatRange(min=0), default=DEFAULTS.margin, help="Extrapolation beyond the models for --interpolate (default 0.5) and --plane (default 0.2).")
+@click.option("--split", "splits", type=click.Choice(SPLITS), multiple=True, default=DEFAULTS.splits, show_default=True, help="Split(s) to evaluate; repeat for both.")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.num_examples, show_default=True, help="Samples per split (a fixed seeded subset); a number >= the split size uses it all.")
+@click.option("--bn", type=click.Choice(BN_MODES), default=DEFAULTS.bn, show_default=True, help="BatchNorm: frozen statistics, or recomputed on training samples at every point.")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=DEFAULTS.weights, show_default=True, help="Which model of the checkpoint: SWA when present (auto), SWA, or the last global model.")
+@click.option("--one-dim", type=click.Choice(ONE_DIM_POLICIES), default=DEFAULTS.one_dim, show_default=True, help="Random directions on biases and norm layers: zero (Li et al.'s biasbn), copy the weights, or normalise.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="Samples per forward pass (64 was fastest on a 2-core CPU: bench/results/surface.txt).")
+@click.option("--points-per-pass", type=click.IntRange(min=1), default=DEFAULTS.points_per_pass, show_default=True, help="Grid points per pass over the data; the file is saved after each such chunk.")
+@click.option("--method", type=click.Choice(EVALUATION_METHODS), default=DEFAULTS.method, show_default=True, help="Evaluate a chunk's points one by one (loop) or vectorised (vmap).")
+@seed_option(default=DEFAULTS.seed)
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("surface"), show_default=True, help="Output folder for surface.npz and the figures.")
 @click.option("--resume", is_flag=True, help="Finish the partial surface.npz in --out (same settings required).")
 @click.option("--from", "from_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True, help="Re-plot saved surface.npz files (repeatable) without recomputing.")
-@click.option("--plot", "kinds", type=click.Choice(["3d", "contour", "heatmap"]), multiple=True, default=("3d", "contour", "heatmap"), show_default=True, help="2-D figure kinds (repeatable).")
+@click.option("--plot", "kinds", type=click.Choice(SURFACE_PLOT_KINDS), multiple=True, default=SURFACE_PLOT_KINDS, show_default=True, help="2-D figure kinds (repeatable).")
 @click.option("--log-scale", is_flag=True, help="Plot log10 of the loss.")
 @click.option("--vmax", type=float, default=None, help="Clip the loss colour scale (and 3-D heights) at this value.")
 @friendly_errors
-def plot_surface(checkpoints, directions, interpolate, plane, range_, steps, dims, margin, splits, samples, bn, weights, one_dim,
-                 batch_size, points_per_pass, method, seed, data_dir, out, resume, from_files, kinds, log_scale, vmax):
+def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Path | None, plane: tuple[Path, Path] | None,
+                 range_: float, steps: int, dims: int, margin: float | None, splits: tuple[str, ...], samples: int, bn: str,
+                 weights: str, one_dim: str, batch_size: int, points_per_pass: int, method: str, seed: int,
+                 data_dir: Path | None, out: Path, resume: bool, from_files: tuple[Path, ...], kinds: tuple[str, ...],
+                 log_scale: bool, vmax: float | None) -> None:
     """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
 
     \b
@@ -59,10 +77,13 @@ def plot_surface(checkpoints, directions, interpolate, plane, range_, steps, dim
         labels = checkpoint_labels([f.parent if f.parent.name else f for f in from_files])
         results = {label: (file, load_surface(file)) for label, file in zip(labels, from_files)}
     else:
-        results = surfaces_for_checkpoints(
-            checkpoints, out=out, directions=directions, interpolate=interpolate, plane=plane, range=range_, steps=steps,
-            dims=dims, margin=margin, splits=splits, num_examples=samples, seed=seed, bn=bn, weights=weights, one_dim=one_dim,
-            batch_size=batch_size, points_per_pass=points_per_pass, method=method, data_dir=data_dir, resume=resume)
+        settings = SurfaceSettings(
+            directions=directions, range=range_, steps=steps, dims=dims, margin=margin, splits=splits, num_examples=samples,
+            seed=seed, bn=bn, weights=weights, one_dim=one_dim, batch_size=batch_size, points_per_pass=points_per_pass,
+            method=method,
+        )
+        results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
+                                           data_dir=data_dir, resume=resume)
     figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
     summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
     for row in summary:
@@ -70,7 +91,7 @@ def plot_surface(checkpoints, directions, interpolate, plane, range_, steps, dim
     click.echo(to_json({"surfaces": summary, "figures": [str(f) for f in figures]}), file=sys.stdout)
 
 
-def _summary(label, file, surface) -> dict:
+def _summary(label: str, file: Path, surface: Surface) -> dict[str, Any]:
     meta = surface.metadata
     bn = meta.get("bn", "?") + ("" if meta.get("has_batchnorm", True) else " (model has no BatchNorm)")
     row = {"label": label, "file": str(file), "kind": meta.get("kind"), "shape": list(surface.shape), "bn": bn,

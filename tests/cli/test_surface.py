@@ -7,13 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
+from fedlandscape_cli.surface import plot_surface
 from fedtrain.checkpoint import Checkpoint, save_checkpoint
 from fedtrain.models import build_model
+from landscape import settings as analysis_settings
+from landscape.settings import SurfaceSettings
 from landscape.surface.record import load_surface
 
 KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [8]}
@@ -100,6 +104,19 @@ def test_bad_input_gives_one_paragraph_and_exit_code(tmp_path, args, message):
     result = CliRunner().invoke(main, ["plot-surface", a, *FAST, *args, "--out", str(tmp_path / "out")])
     assert result.exit_code in (1, 2) and message in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out" / "surface.npz").exists()
+
+
+def test_choices_and_defaults_are_those_of_the_settings_record():
+    options = {p.name: p for p in plot_surface.params if isinstance(p, click.Option)}
+    choices = {"directions": "DIRECTION_KINDS", "splits": "SPLITS", "bn": "BN_MODES", "weights": "WEIGHTS",
+               "one_dim": "ONE_DIM_POLICIES", "method": "EVALUATION_METHODS", "kinds": "SURFACE_PLOT_KINDS"}
+    for name, constant in choices.items():
+        assert tuple(options[name].type.choices) == getattr(analysis_settings, constant), name
+    fields = {"range_": "range", "samples": "num_examples"}
+    defaults = SurfaceSettings()
+    for name in ("directions", "range_", "steps", "dims", "margin", "splits", "samples", "bn", "weights", "one_dim",
+                 "batch_size", "points_per_pass", "method", "seed"):
+        assert options[name].default == getattr(defaults, fields.get(name, name)), name
 
 
 def test_the_installed_script_runs(tmp_path):

@@ -1,19 +1,30 @@
-"""From checkpoint files to a saved surface: load models and data, choose directions, resume, record provenance."""
+"""From checkpoint files to a saved surface: the slice asked for, its models and data, directions, resume and provenance.
+
+:func:`surface_for_checkpoint` reads its settings from a :class:`~landscape.settings.SurfaceSettings`
+record and its inputs (the checkpoints of a line or plane, the data folder, the output and whether to
+resume) from keywords. The numerics live in :mod:`~landscape.surface.directions` and
+:mod:`~landscape.surface.grid`; this module knows the files: it names the checkpoints in its errors and
+records their hashes, so a partial ``surface.npz`` is resumed only by the request that started it.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_checkpoint
-from fedtrain.data import evaluation_tensors, load_dataset
+from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.io import json_roundtrip
+from landscape.hessian.analysis import hessian_eigenvectors
+from landscape.settings import DIRECTION_KINDS, SurfaceSettings
 from landscape.surface.directions import (
     Directions,
     directions_from_vectors,
@@ -23,11 +34,41 @@ from landscape.surface.directions import (
     random_directions,
 )
 from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
-from landscape.surface.record import SPLITS, Surface, load_surface, save_surface
+from landscape.surface.record import Surface, load_surface, save_surface
 
-__all__ = ["DIRECTION_KINDS", "surface_for_checkpoint", "surfaces_for_checkpoints", "checkpoint_labels", "surface_path"]
+__all__ = [
+    "SurfaceSlice",
+    "surface_for_checkpoint",
+    "surfaces_for_checkpoints",
+    "slice_for",
+    "resume_request",
+    "checkpoint_labels",
+    "surface_path",
+]
 
-DIRECTION_KINDS: tuple[str, ...] = ("random", "hessian")
+Batch = tuple[torch.Tensor, torch.Tensor]
+LINE_MARGIN = 0.5  # default extrapolation beyond the two models of a line
+PLANE_MARGIN = 0.2  # default widening of the three models' bounding box in a plane
+
+
+@dataclass(frozen=True)
+class SurfaceSlice:
+    """Which slice of parameter space a request draws, and through which checkpoints.
+
+    Attributes:
+        kind: ``"random"`` or ``"hessian"`` (axes around one checkpoint), ``"interpolation"`` or ``"plane"``.
+        paths: the checkpoints, the origin first.
+        margin: the margin in effect: resolved to its default for a line or plane, as given otherwise.
+    """
+
+    kind: str
+    paths: tuple[Path, ...]
+    margin: float | None
+
+    @property
+    def through_models(self) -> bool:
+        """Whether the axes join checkpoints (a line or plane) rather than start from one."""
+        return self.kind not in DIRECTION_KINDS
 
 
 def surface_path(out: str | os.PathLike[str]) -> Path:
@@ -36,11 +77,64 @@ def surface_path(out: str | os.PathLike[str]) -> Path:
     return out if out.suffix == ".npz" else out / "surface.npz"
 
 
+def slice_for(
+    checkpoint: str | os.PathLike[str],
+    settings: SurfaceSettings,
+    *,
+    interpolate: str | os.PathLike[str] | None = None,
+    plane: Sequence[str | os.PathLike[str]] | None = None,
+) -> SurfaceSlice:
+    """The slice of a request: a line with ``interpolate``, a plane with ``plane``, else ``settings.directions``.
+
+    Raises:
+        ConfigError: both ``interpolate`` and ``plane``, or a plane without exactly two more checkpoints.
+    """
+    if interpolate is not None and plane is not None:
+        raise ConfigError("Choose one of interpolate (a line through two checkpoints) and plane (three checkpoints).")
+    if plane is not None and len(plane) != 2:
+        raise ConfigError(f"A plane needs two more checkpoints besides the first, got {len(plane)}.")
+    origin = Path(checkpoint)
+    if interpolate is not None:
+        margin = LINE_MARGIN if settings.margin is None else settings.margin
+        return SurfaceSlice("interpolation", (origin, Path(interpolate)), margin)
+    if plane is not None:
+        margin = PLANE_MARGIN if settings.margin is None else settings.margin
+        return SurfaceSlice("plane", (origin, *(Path(p) for p in plane)), margin)
+    return SurfaceSlice(settings.directions, (origin,), settings.margin)
+
+
+def resume_request(settings: SurfaceSettings, slice_: SurfaceSlice, checkpoints_sha256: Sequence[str]) -> dict[str, Any]:
+    """What a partial ``surface.npz`` must have been asked for to be resumed: its ``metadata["request"]``.
+
+    Settings that do not shape this kind of slice are ``None`` (``range`` and ``dims`` for a line or
+    plane, ``one_dim`` for anything but random directions). Files written since format 1 hold exactly
+    these keys and values; changing either makes their partial grids unresumable.
+    """
+    axes_around_origin = not slice_.through_models
+    return {
+        "kind": slice_.kind,
+        "checkpoints_sha256": list(checkpoints_sha256),
+        "weights": settings.weights,
+        "range": settings.range if axes_around_origin else None,
+        "steps": settings.steps,
+        "dims": settings.dims if axes_around_origin else None,
+        "margin": slice_.margin,
+        "splits": list(settings.splits),
+        "num_examples": settings.num_examples,
+        "seed": settings.seed,
+        "bn": settings.bn,
+        "one_dim": settings.one_dim if slice_.kind == "random" else None,
+        "batch_size": settings.batch_size,
+        "points_per_pass": settings.points_per_pass,
+        "method": settings.method,
+    }
+
+
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def _load_models(paths: Sequence[str | os.PathLike[str]], weights: str) -> list[tuple[Checkpoint, nn.Module]]:
+def _load_models(paths: Sequence[Path], weights: str) -> list[tuple[Checkpoint, nn.Module]]:
     loaded = [load_checkpoint(p) for p in paths]
     first = loaded[0]
     for other in loaded[1:]:
@@ -53,159 +147,52 @@ def _load_models(paths: Sequence[str | os.PathLike[str]], weights: str) -> list[
     return [(c, c.build_model(weights)) for c in loaded]  # type: ignore[arg-type]
 
 
+def _evaluation_data(
+    checkpoint: Checkpoint, settings: SurfaceSettings, data_dir: str | os.PathLike[str] | None, *, needs_train: bool
+) -> tuple[ImageDataset, dict[str, Batch], Batch | None]:
+    """The dataset, the evaluated subset of each split, and the train subset when BN or Hessian needs it."""
+    dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
+    data = {split: evaluation_tensors(dataset, split, settings.num_examples, settings.seed) for split in settings.splits}
+    train = data.get("train")
+    if train is None and needs_train:
+        train = evaluation_tensors(dataset, "train", settings.num_examples, settings.seed)
+    return dataset, data, train
+
+
 def _hessian_directions(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, ndim: int, seed: int) -> Directions:
-    try:
-        from landscape.hessian.analysis import hessian_eigenvectors
-    except ImportError as err:
-        raise ConfigError(
-            "Hessian directions need landscape.hessian.hessian_eigenvectors, which this installation lacks. "
-            "Use --directions random."
-        ) from err
     eigenvalues, vectors = hessian_eigenvectors(model, inputs, labels, top_k=ndim, seed=seed)
     info = {"eigenvalues": [float(v) for v in eigenvalues], "seed": seed, "normalization": "unit eigenvectors",
             "num_hessian_examples": int(labels.shape[0])}
     return directions_from_vectors(_params(model), list(vectors)[:ndim], kind="hessian", info=info)
 
 
-def surface_for_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    *,
-    directions: str = "random",
-    interpolate: str | os.PathLike[str] | None = None,
-    plane: Sequence[str | os.PathLike[str]] | None = None,
-    range: float = 1.0,  # noqa: A002 - one name across API, CLI (--range) and JSON
-    steps: int = 21,
-    dims: int = 2,
-    margin: float | None = None,
-    splits: str | Sequence[str] = ("train",),
-    num_examples: int | None = 2000,
-    seed: int = 0,
-    bn: str = "eval",
-    weights: str = "auto",
-    one_dim: str = "zero",
-    batch_size: int = 64,
-    points_per_pass: int = 8,
-    method: str = "loop",
-    data_dir: str | os.PathLike[str] | None = None,
-    out: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-) -> Surface:
-    """Compute (or finish) the loss surface of a checkpoint and save it as it goes.
-
-    Three kinds of slice: ``directions="random"`` (filter-normalised Gaussian, Li et al. 2018) or
-    ``"hessian"`` (top eigenvectors of the train-subset Hessian, unit norm), a grid of ``steps``
-    points per axis over ``[-range, range]``; ``interpolate=B``: the line from this checkpoint
-    (t=0) to B (t=1), ``steps`` points with about ``margin`` (default 0.5) beyond each end;
-    ``plane=(B, C)``: the plane through the three models (Garipov et al. 2018), ``steps`` x ``steps``
-    over their bounding box widened by ``margin`` (default 0.2).
-
-    Args:
-        checkpoint: the checkpoint at the centre (or the origin of a line or plane).
-        directions: ``"random"`` or ``"hessian"`` (ignored for lines and planes).
-        interpolate: the end checkpoint of a 1-D interpolation.
-        plane: two more checkpoints spanning a plane with ``checkpoint``.
-        range: half-width of the grid for random/Hessian directions.
-        steps: points per axis (odd counts put the centre on the grid).
-        dims: 1 (a curve) or 2 (a surface) for random/Hessian directions.
-        margin: extrapolation margin for lines and planes.
-        splits: ``"train"``, ``"test"`` or both.
-        num_examples: samples per split (a fixed seeded subset, the same as every analysis); None = all.
-        seed: seed of the directions (or Lanczos start) and of the sample subset.
-        bn: ``"eval"`` (frozen BatchNorm statistics) or ``"recalibrate"`` (recomputed at every point).
-        weights: ``"auto"`` (SWA model when present), ``"swa"`` or ``"global"``.
-        one_dim: random directions' policy for 1-D tensors: ``"zero"``, ``"keep"`` or ``"filter"``.
-        batch_size: samples per forward pass.
-        points_per_pass: grid points evaluated per pass over the data (also the unit of saving).
-        method: ``"loop"`` or ``"vmap"``.
-        data_dir: where to look for the dataset first (default: the checkpoint's).
-        out: ``surface.npz`` path, or a folder to write ``surface.npz`` in; saved after every chunk.
-        resume: finish the partial surface at ``out`` (same request required).
-
-    Returns:
-        The complete surface; metadata records checkpoints and sha256, model, dataset, seeds, BN mode,
-        samples, the grid request and (for lines and planes) the models' coordinates.
-
-    Raises:
-        ConfigError: bad settings, ``resume`` without a matching partial file, or an unfinished file
-            at ``out`` without ``resume``.
-        CheckpointError: unreadable checkpoints or checkpoints of different architectures.
-    """
-    splits = (splits,) if isinstance(splits, str) else tuple(dict.fromkeys(splits))
-    if not splits or any(s not in SPLITS for s in splits):
-        raise ConfigError(f"splits must be 'train' and/or 'test', got {splits!r}.")
-    if interpolate is not None and plane is not None:
-        raise ConfigError("Choose one of interpolate (a line through two checkpoints) and plane (three checkpoints).")
-    if plane is not None and len(plane) != 2:
-        raise ConfigError(f"A plane needs two more checkpoints besides the first, got {len(plane)}.")
-    if interpolate is None and plane is None and directions not in DIRECTION_KINDS:
-        raise ConfigError(f"directions must be one of {', '.join(DIRECTION_KINDS)}, got {directions!r}.")
-    paths = [Path(checkpoint), *([Path(interpolate)] if interpolate is not None else []), *[Path(p) for p in plane or ()]]
-    models = _load_models(paths, weights)
-    ckpt, model = models[0]
-    dataset = load_dataset(ckpt.dataset, data_dir if data_dir is not None else ckpt.data_dir)
-    data = {split: evaluation_tensors(dataset, split, num_examples, seed) for split in splits}
-    needs_train = bn == "recalibrate" or (interpolate is None and plane is None and directions == "hessian")
-    train = data.get("train") or (evaluation_tensors(dataset, "train", num_examples, seed) if needs_train else None)
-
-    if interpolate is not None:
-        margin = 0.5 if margin is None else margin
-        kind, coordinates = "interpolation", [interpolation_coordinates(steps, margin)]
-    elif plane is not None:
-        margin = 0.2 if margin is None else margin
-        kind = "plane"
-    else:
-        if dims not in (1, 2):
-            raise ConfigError(f"dims must be 1 or 2, got {dims}.")
-        kind = directions
-        coordinates = [symmetric_coordinates(range, steps)] * dims
-    request = {
-        "kind": kind, "checkpoints_sha256": [file_sha256(p) for p in paths], "weights": weights,
-        "range": range if kind in DIRECTION_KINDS else None, "steps": steps, "dims": dims if kind in DIRECTION_KINDS else None,
-        "margin": margin, "splits": list(splits), "num_examples": num_examples, "seed": seed, "bn": bn,
-        "one_dim": one_dim if kind == "random" else None, "batch_size": batch_size,
-        "points_per_pass": points_per_pass, "method": method,
-    }
-    target = surface_path(out) if out is not None else None
-    partial = _partial_to_resume(target, request, resume)
-
-    params = [_params(m) for _, m in models]
-    if kind == "interpolation":
-        dirs = interpolation_directions(params[0], params[1])
-    elif kind == "plane":
-        dirs = plane_directions(*params)
-        coordinates = list(plane_coordinates(dirs.info["model_coordinates"], steps, margin))
-    elif kind == "hessian":
-        dirs = _hessian_directions(model, *train, ndim=dims, seed=seed)
-    else:
-        dirs = random_directions(params[0], ndim=dims, seed=seed, one_dim=one_dim)  # type: ignore[arg-type]
-    if partial is not None and partial.metadata.get("directions_sha256") != directions_sha256(dirs):
-        raise ConfigError(
-            f"The directions recomputed for resuming differ from those of the partial surface {target} "
-            "(different library versions or non-deterministic Hessian directions). Start afresh without --resume."
-        )
-    metadata = {
-        "request": request,
-        "checkpoints": [
-            {"path": str(c.path), "sha256": sha, "weights": c.resolve_weights(weights), "round": c.round}  # type: ignore[arg-type]
-            for (c, _), sha in zip(models, request["checkpoints_sha256"])
-        ],
-        "model": {"name": ckpt.model_name, "kwargs": ckpt.model_kwargs},
-        "dataset": dataset.describe(),
-        "seeds": {"directions": seed, "subset": seed},
-        "splits": list(splits),
-        "versions": library_versions(),
-    }
-    on_chunk = (lambda s: save_surface(s, target)) if target is not None else None
-    surface = compute_surface(
-        model, dirs, coordinates, data, bn=bn, recalibration_inputs=None if train is None else train[0], batch_size=batch_size,
-        points_per_pass=points_per_pass, method=method, resume_from=partial, on_chunk=on_chunk, metadata=metadata,
-    )
-    if target is not None:
-        save_surface(surface, target)
-    return surface
+def _directions(
+    slice_: SurfaceSlice, models: Sequence[tuple[Checkpoint, nn.Module]], settings: SurfaceSettings, train: Batch | None
+) -> Directions:
+    """The axes of the slice; errors of a line or plane name the checkpoints they come from."""
+    params = [_params(model) for _, model in models]
+    if slice_.kind == "hessian":
+        return _hessian_directions(models[0][1], *train, ndim=settings.dims, seed=settings.seed)  # type: ignore[misc]
+    if slice_.kind == "random":
+        return random_directions(params[0], ndim=settings.dims, seed=settings.seed, one_dim=settings.one_dim)  # type: ignore[arg-type]
+    through = interpolation_directions if slice_.kind == "interpolation" else plane_directions
+    try:
+        return through(*params)
+    except ConfigError as err:
+        names = ", ".join(str(c.path) for c, _ in models)
+        raise CheckpointError(f"The checkpoints {names} do not give a {slice_.kind}: {err}") from err
 
 
-def _partial_to_resume(target: Path | None, request: dict[str, Any], resume: bool) -> Surface | None:
+def _coordinates(slice_: SurfaceSlice, settings: SurfaceSettings, directions: Directions) -> list[np.ndarray]:
+    """One coordinate array per axis: symmetric around the origin, or around the models of a line or plane."""
+    if slice_.kind == "interpolation":
+        return [interpolation_coordinates(settings.steps, slice_.margin)]  # type: ignore[arg-type]
+    if slice_.kind == "plane":
+        return list(plane_coordinates(directions.info["model_coordinates"], settings.steps, slice_.margin))  # type: ignore[arg-type]
+    return [symmetric_coordinates(settings.range, settings.steps)] * settings.dims
+
+
+def _partial_to_resume(target: Path | None, request: Mapping[str, Any], resume: bool) -> Surface | None:
     """The partial surface to finish, after checking it answers the same request."""
     if target is None:
         if resume:
@@ -233,6 +220,94 @@ def _partial_to_resume(target: Path | None, request: dict[str, Any], resume: boo
     return existing
 
 
+def _check_same_directions(partial: Surface | None, directions: Directions, target: Path | None) -> None:
+    """A resumed grid must continue along the very axes it was started on."""
+    if partial is not None and partial.metadata.get("directions_sha256") != directions_sha256(directions):
+        raise ConfigError(
+            f"The directions recomputed for resuming differ from those of the partial surface {target} "
+            "(different library versions or non-deterministic Hessian directions). Start afresh without --resume."
+        )
+
+
+def _provenance(
+    request: Mapping[str, Any],
+    models: Sequence[tuple[Checkpoint, nn.Module]],
+    dataset: ImageDataset,
+    settings: SurfaceSettings,
+) -> dict[str, Any]:
+    """The metadata that ties a surface to its request, checkpoints (with sha256), model, data and versions."""
+    first = models[0][0]
+    return {
+        "request": dict(request),
+        "checkpoints": [
+            {"path": str(c.path), "sha256": sha, "weights": c.resolve_weights(settings.weights), "round": c.round}  # type: ignore[arg-type]
+            for (c, _), sha in zip(models, request["checkpoints_sha256"])
+        ],
+        "model": {"name": first.model_name, "kwargs": first.model_kwargs},
+        "dataset": dataset.describe(),
+        "seeds": {"directions": settings.seed, "subset": settings.seed},
+        "splits": list(settings.splits),
+        "versions": library_versions(),
+    }
+
+
+def surface_for_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    settings: SurfaceSettings = SurfaceSettings(),
+    *,
+    interpolate: str | os.PathLike[str] | None = None,
+    plane: Sequence[str | os.PathLike[str]] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> Surface:
+    """Compute (or finish) the loss surface of a checkpoint and save it as it goes.
+
+    Three kinds of slice: ``settings.directions`` ``"random"`` (filter-normalised Gaussian, Li et al.
+    2018) or ``"hessian"`` (top eigenvectors of the train-subset Hessian, unit norm), a grid of
+    ``steps`` points per axis over ``[-range, range]``; ``interpolate=B``: the line from this checkpoint
+    (t=0) to B (t=1), ``steps`` points with about ``margin`` (default 0.5) beyond each end;
+    ``plane=(B, C)``: the plane through the three models (Garipov et al. 2018), ``steps`` x ``steps``
+    over their bounding box widened by ``margin`` (default 0.2).
+
+    Args:
+        checkpoint: the checkpoint at the centre (or the origin of a line or plane).
+        settings: how to sample the surface (grid, splits, samples, seed, BN mode, evaluation).
+        interpolate: the end checkpoint of a 1-D interpolation.
+        plane: two more checkpoints spanning a plane with ``checkpoint``.
+        data_dir: where to look for the dataset first (default: the checkpoint's).
+        out: ``surface.npz`` path, or a folder to write ``surface.npz`` in; saved after every chunk.
+        resume: finish the partial surface at ``out`` (same request required).
+
+    Returns:
+        The complete surface; metadata records checkpoints and sha256, model, dataset, seeds, BN mode,
+        samples, the grid request and (for lines and planes) the models' coordinates.
+
+    Raises:
+        ConfigError: ``interpolate`` with ``plane``, ``resume`` without a matching partial file, or an
+            unfinished file at ``out`` without ``resume``.
+        CheckpointError: unreadable checkpoints, checkpoints of different architectures, or three on one line.
+    """
+    slice_ = slice_for(checkpoint, settings, interpolate=interpolate, plane=plane)
+    models = _load_models(slice_.paths, settings.weights)
+    needs_train = settings.bn == "recalibrate" or slice_.kind == "hessian"
+    dataset, data, train = _evaluation_data(models[0][0], settings, data_dir, needs_train=needs_train)
+    request = resume_request(settings, slice_, [file_sha256(p) for p in slice_.paths])
+    target = surface_path(out) if out is not None else None
+    partial = _partial_to_resume(target, request, resume)
+    directions = _directions(slice_, models, settings, train)
+    _check_same_directions(partial, directions, target)
+    surface = compute_surface(
+        models[0][1], directions, _coordinates(slice_, settings, directions), data,
+        bn=settings.bn, recalibration_inputs=None if train is None else train[0], batch_size=settings.batch_size,
+        points_per_pass=settings.points_per_pass, method=settings.method, resume_from=partial,
+        on_chunk=None if target is None else (lambda s: save_surface(s, target)),
+        metadata=_provenance(request, models, dataset, settings),
+    )
+    if target is not None:
+        save_surface(surface, target)
+    return surface
+
 
 def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Short unique labels for checkpoints: file stems, or ``parent/stem`` when stems repeat."""
@@ -244,7 +319,14 @@ def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def surfaces_for_checkpoints(
-    checkpoints: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike[str], **options: Any
+    checkpoints: Sequence[str | os.PathLike[str]],
+    settings: SurfaceSettings,
+    *,
+    out: str | os.PathLike[str],
+    interpolate: str | os.PathLike[str] | None = None,
+    plane: Sequence[str | os.PathLike[str]] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, tuple[Path, Surface]]:
     """:func:`surface_for_checkpoint` for each checkpoint (same directions seed, grid and data).
 
@@ -252,8 +334,12 @@ def surfaces_for_checkpoints(
 
     Args:
         checkpoints: checkpoint files (one, when ``interpolate`` or ``plane`` is given).
+        settings: how to sample every surface.
         out: output folder.
-        **options: passed to :func:`surface_for_checkpoint`.
+        interpolate: the end checkpoint of a line from the one checkpoint.
+        plane: two more checkpoints spanning a plane with the one checkpoint.
+        data_dir: where to look for the dataset first (default: each checkpoint's).
+        resume: finish the partial surfaces under ``out``.
 
     Returns:
         label -> (surface file, surface).
@@ -263,11 +349,13 @@ def surfaces_for_checkpoints(
     """
     if not checkpoints:
         raise ConfigError("Pass at least one checkpoint (or re-plot saved surfaces with --from).")
-    if len(checkpoints) > 1 and (options.get("interpolate") is not None or options.get("plane") is not None):
+    if len(checkpoints) > 1 and (interpolate is not None or plane is not None):
         raise ConfigError("--interpolate and --plane take exactly one first checkpoint; the others are given with the option.")
     labels = checkpoint_labels(checkpoints)
     results = {}
     for label, path in zip(labels, checkpoints):
         target = Path(out) / "surface.npz" if len(checkpoints) == 1 else Path(out) / label.replace("/", "_") / "surface.npz"
-        results[label] = (target, surface_for_checkpoint(path, out=target, **options))
+        surface = surface_for_checkpoint(path, settings, interpolate=interpolate, plane=plane, data_dir=data_dir,
+                                         out=target, resume=resume)
+        results[label] = (target, surface)
     return results

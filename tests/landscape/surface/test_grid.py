@@ -1,4 +1,4 @@
-"""Surface grids: exact centre, analytic quadratic, vectorised = naive, untouched model, BatchNorm, planes, resume, errors."""
+"""Surface grids: exact centre, analytic quadratic, vectorised = naive, untouched model, BatchNorm."""
 
 from __future__ import annotations
 
@@ -9,36 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-import landscape.surface.api as surface_run
-from fedtrain.checkpoint import Checkpoint, save_checkpoint
-from fedtrain.data import evaluation_tensors, load_dataset
-from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
-from landscape.surface.directions import directions_from_vectors, plane_directions, random_directions
-from landscape.surface.api import surface_for_checkpoint
+from landscape.surface.directions import directions_from_vectors, random_directions
 from landscape.surface.grid import compute_surface, interpolation_coordinates, symmetric_coordinates
-from landscape.surface.record import load_surface
-
-MLP_KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [8]}
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    dataset = load_dataset("synthetic")
-    return {"train": evaluation_tensors(dataset, "train", 200, 0), "test": evaluation_tensors(dataset, "test", 100, 0)}
-
-
-def mlp(seed: int = 0, **kwargs) -> nn.Module:
-    return build_model("mlp", **{**MLP_KWARGS, **kwargs}, seed=seed).eval()
-
-
-def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in model.named_parameters()}
-
-
-def write_checkpoint(path, model: nn.Module, **kwargs) -> str:
-    save_checkpoint(Checkpoint(model_name="mlp", model_kwargs={**MLP_KWARGS, **kwargs}, weights=model.state_dict(), dataset="synthetic"), path)
-    return str(path)
+from tests.landscape.surface.cases import mlp, params_of
 
 
 def test_symmetric_coordinates_are_exact():
@@ -184,91 +159,3 @@ def test_bn_recalibrate_recomputes_statistics_at_each_point_and_eval_keeps_them(
     assert recal.metadata["bn"] == "recalibrate" and recal.metadata["has_batchnorm"] is True
     with pytest.raises(ConfigError, match="recalibration_inputs"):
         compute_surface(model, directions, grid, {"train": (x, y)}, bn="recalibrate")
-
-
-def test_plane_through_checkpoints_puts_each_model_at_its_coordinates(tmp_path, synthetic):
-    models = [mlp(s) for s in (0, 1, 2)]
-    paths = [write_checkpoint(tmp_path / f"m{i}.pt", m) for i, m in enumerate(models)]
-    surface = surface_for_checkpoint(paths[0], plane=paths[1:], steps=3, splits="test", num_examples=100)
-    coordinates = surface.metadata["directions"]["model_coordinates"]
-    assert surface.metadata["kind"] == "plane" and len(coordinates) == 3
-    assert surface.xcoordinates.min() < min(c[0] for c in coordinates) and surface.ycoordinates.max() > coordinates[2][1]
-    plane = plane_directions(*(params_of(m) for m in models))
-    x, y = synthetic["test"]
-    for model, (a, b) in zip(models, coordinates):
-        at_model = compute_surface(models[0], plane, [np.array([a]), np.array([b])], {"test": (x, y)})
-        with torch.no_grad():
-            own = nn.functional.cross_entropy(model(x), y).item()
-        assert at_model.value("test", "loss")[0, 0] == pytest.approx(own, rel=1e-5)
-
-
-def test_interpolation_through_checkpoints_hits_both_ends(tmp_path, synthetic):
-    a, b = mlp(0), mlp(1)
-    paths = [write_checkpoint(tmp_path / "a.pt", a), write_checkpoint(tmp_path / "b.pt", b)]
-    surface = surface_for_checkpoint(paths[0], interpolate=paths[1], steps=9, margin=0.25, splits="test", num_examples=100)
-    x, y = synthetic["test"]
-    for model, t in ((a, 0.0), (b, 1.0)):
-        with torch.no_grad():
-            own = nn.functional.cross_entropy(model(x), y).item()
-        index = int(np.flatnonzero(surface.xcoordinates == t)[0])
-        assert surface.value("test", "loss")[index] == pytest.approx(own, rel=1e-5)
-    assert surface.ndim == 1 and surface.metadata["checkpoints"][1]["path"] == paths[1]
-
-
-def test_resume_of_a_partial_grid_gives_the_uninterrupted_result(tmp_path, monkeypatch):
-    path = write_checkpoint(tmp_path / "a.pt", mlp())
-    settings = dict(steps=5, splits=("train", "test"), num_examples=150, points_per_pass=4)
-    full = surface_for_checkpoint(path, out=tmp_path / "full", **settings)
-    saves = []
-
-    def interrupted_save(surface, target):
-        if len(saves) == 2:
-            raise KeyboardInterrupt
-        saves.append(surface.done.sum())
-        return surface_run.save_surface.__wrapped__(surface, target)
-
-    interrupted_save.__wrapped__ = surface_run.save_surface
-    monkeypatch.setattr(surface_run, "save_surface", interrupted_save)
-    with pytest.raises(KeyboardInterrupt):
-        surface_for_checkpoint(path, out=tmp_path / "cut", **settings)
-    monkeypatch.undo()
-    partial = load_surface(tmp_path / "cut" / "surface.npz")
-    assert partial.done.sum() == 8 and not partial.complete and np.isnan(partial.value("train", "loss")).sum() == 17
-    with pytest.raises(ConfigError, match="unfinished surface"):
-        surface_for_checkpoint(path, out=tmp_path / "cut", **settings)
-    with pytest.raises(ConfigError, match="different settings.*seed"):
-        surface_for_checkpoint(path, out=tmp_path / "cut", resume=True, **{**settings, "seed": 1})
-    resumed = surface_for_checkpoint(path, out=tmp_path / "cut", resume=True, **settings)
-    assert resumed.complete and load_surface(tmp_path / "cut" / "surface.npz").complete
-    assert all(np.array_equal(full.values[k], resumed.values[k]) for k in full.values)
-
-
-def test_bad_input_gives_clear_errors(tmp_path):
-    path = write_checkpoint(tmp_path / "a.pt", mlp())
-    other = write_checkpoint(tmp_path / "b.pt", mlp(hidden=[4]), hidden=[4])
-    with pytest.raises(ConfigError, match="range must be a positive number"):
-        surface_for_checkpoint(path, range=0.0)
-    with pytest.raises(ConfigError, match="at least 2 steps"):
-        surface_for_checkpoint(path, steps=1)
-    with pytest.raises(CheckpointError, match="different architectures"):
-        surface_for_checkpoint(path, interpolate=other)
-    with pytest.raises(ConfigError, match="Nothing to resume"):
-        surface_for_checkpoint(path, out=tmp_path / "none", resume=True)
-    with pytest.raises(ConfigError, match="splits must be"):
-        surface_for_checkpoint(path, splits="valid")
-    with pytest.raises(CheckpointError, match="does not exist"):
-        surface_for_checkpoint(tmp_path / "missing.pt")
-
-
-def test_hessian_directions_show_their_eigenvalue_as_curvature(tmp_path):
-    path = write_checkpoint(tmp_path / "a.pt", mlp())
-    h = 0.05
-    surface = surface_for_checkpoint(path, directions="hessian", dims=1, range=h, steps=3, num_examples=200,
-                                     batch_size=200, out=tmp_path / "h")
-    eigenvalue = surface.metadata["directions"]["eigenvalues"][0]
-    loss = surface.value("train", "loss")
-    assert surface.metadata["kind"] == "hessian" and surface.metadata["directions"]["axis_norms"][0] == pytest.approx(1.0, abs=1e-5)
-    assert (loss[0] - 2 * loss[1] + loss[2]) / h**2 == pytest.approx(eigenvalue, rel=0.05)
-    resumed = surface_for_checkpoint(path, directions="hessian", dims=1, range=h, steps=3, num_examples=200,
-                                     batch_size=200, out=tmp_path / "h", resume=True)  # same directions recomputed
-    assert np.array_equal(resumed.value("train", "loss"), loss)
