@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from fedtrain.errors import CheckpointError
-from fedtrain.io import atomic_write_bytes
+from fedtrain.io import atomic_write_bytes, to_plain
 from fedtrain.models import build_model
 
 __all__ = [
@@ -110,7 +110,7 @@ class Checkpoint:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "model": {"name": self.model_name, "kwargs": _plain(self.model_kwargs)},
+            "model": {"name": self.model_name, "kwargs": to_plain(self.model_kwargs)},
             "weights": self.weights,
             "swa": None if self.swa_weights is None else {"weights": self.swa_weights, "count": self.swa_count},
             "data": {"dataset": self.dataset, "data_dir": self.data_dir},
@@ -120,15 +120,6 @@ class Checkpoint:
             "state": self.state,
             "versions": self.versions or library_versions(),
         }
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively, so the stored kwargs are JSON-like."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def library_versions() -> dict[str, str]:

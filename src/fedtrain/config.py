@@ -139,11 +139,6 @@ class TrainConfig:
         """The 0-indexed round at which SWA starts (``int(0.75 * rounds)`` by default, as the reference)."""
         return int(self.swa_start * self.rounds) if self.swa_start < 1 else int(self.swa_start)
 
-    @property
-    def uses_server_optimizer(self) -> bool:
-        """Whether the server step differs from plain FedAvg."""
-        return self.server_lr != 1.0 or self.server_momentum != 0.0
-
     def evaluates_at(self, round: int) -> bool:
         """Whether the model after (0-indexed) round ``round`` is evaluated: every ``eval_every``, the last ``eval_last``, the last."""
         done = round + 1

@@ -6,10 +6,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_json", "json_roundtrip", "write_json", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_plain", "to_json", "json_roundtrip", "write_json", "read_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -44,15 +45,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """``value`` as JSON-like data: lists for arrays, tensors and tuples, ``None`` for NaN and infinities, strings for keys and paths."""
     if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -60,7 +62,7 @@ def _plain(value: Any) -> Any:
 
 def to_json(obj: Any) -> str:
     """Strict JSON text: arrays and tensors as lists, NaN and infinities as null, paths as strings."""
-    return json.dumps(_plain(obj), indent=2, allow_nan=False)
+    return json.dumps(to_plain(obj), indent=2, allow_nan=False)
 
 
 def json_roundtrip(obj: Any) -> Any:
