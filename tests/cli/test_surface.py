@@ -18,7 +18,7 @@ from fedtrain.checkpoint import Checkpoint, save_checkpoint
 from fedtrain.models import build_model
 from landscape import settings as analysis_settings
 from landscape.settings import SurfaceSettings
-from landscape.surface.record import load_surface
+from landscape.surface.record import Surface, load_surface, save_surface
 
 KWARGS = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [8]}
 FAST = ["--steps", "3", "--samples", "60"]
@@ -79,7 +79,7 @@ def test_resume_finishes_with_the_same_numbers(tmp_path):
     done = full.done.copy()
     done.reshape(-1)[4:] = False
     cut = {k: np.where(done, v, np.nan) for k, v in full.values.items()}
-    type(full)(full.xcoordinates, full.ycoordinates, cut, done, {**full.metadata, "complete": False}).save(tmp_path / "part" / "surface.npz")
+    save_surface(Surface(full.xcoordinates, full.ycoordinates, cut, done, {**full.metadata, "complete": False}), tmp_path / "part" / "surface.npz")
     refused = invoke(*args, "--out", str(tmp_path / "part"))
     assert refused.exit_code == 1 and "--resume" in refused.output
     resumed = invoke(*args, "--out", str(tmp_path / "part"), "--resume")

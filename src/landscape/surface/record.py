@@ -100,10 +100,6 @@ class Surface:
         """A copy with metadata entries added or replaced."""
         return replace(self, metadata={**self.metadata, **updates})
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write to ``path`` atomically (see :func:`save_surface`)."""
-        return save_surface(self, path)
-
 
 def save_surface(surface: Surface, path: str | os.PathLike[str]) -> Path:
     """Write a surface as ``.npz`` through a temporary file and a rename (never a half-written file).
