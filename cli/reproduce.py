@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors
-
-PRESETS = ("quick", "paper-cifar10", "smoke")
+from landscape.report.presets import REPRODUCE_PRESETS
 
 
 @click.command("reproduce")
-@click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(list(REPRODUCE_PRESETS)), default="quick", show_default=True,
               help="quick: real Fashion-MNIST, <= 20 min on 2 CPU cores; paper-cifar10: the paper's setting "
                    "(CIFAR-10 from --data-dir, for a GPU); smoke: a one-minute pipeline check on synthetic data (not a result).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reproduce"), show_default=True,

@@ -25,3 +25,10 @@ def test_reproduce_rejects_nonsense_before_doing_anything(tmp_path):
     cifar = runner.invoke(main, ["reproduce", "--preset", "paper-cifar10", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path)])
     assert cifar.exit_code == 1 and "cifar-10-batches-py" in cifar.output and "Traceback" not in cifar.output
     assert not (tmp_path / "r").exists()
+
+
+def test_reproduce_offers_exactly_the_library_presets():
+    from landscape.report.presets import REPRODUCE_PRESETS
+
+    option = next(p for p in main.get_command(None, "reproduce").params if p.name == "preset")
+    assert list(option.type.choices) == list(REPRODUCE_PRESETS)

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from fedtrain.io import atomic_write_text, read_json
 from landscape.plots.figure import new_figure, save_figure
 from landscape.surface.record import Surface, load_surface
 
-__all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "algorithm_label", "split_label"]
+__all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "draw_figures", "algorithm_label",
+           "split_label"]
 
 _ALGORITHM_NAMES = {"fedavg": "FedAvg", "fedsam": "FedSAM", "fedasam": "FedASAM"}
 _ALGORITHM_ORDER = ["FedAvg", "FedSAM", "FedASAM", "FedAvg+SWA", "FedSAM+SWA", "FedASAM+SWA"]
@@ -119,16 +120,22 @@ def collect_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
 
 
 def collect_planes(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Surface]:
-    """Plane surfaces (``planes/<name>/surface.npz`` or ``planes/<name>.npz``) at or below ``paths``, by name."""
+    """Complete plane surfaces (``planes/<name>/surface.npz`` or ``planes/<name>.npz``) at or below ``paths``, by name."""
     planes: dict[str, Surface] = {}
     for given in paths:
         for file in sorted(Path(given).rglob("*.npz")):
-            if "planes" in file.parts:
+            name = _plane_name(file)
+            if name is not None:
                 surface = load_surface(file)
                 if surface.metadata.get("kind") == "plane" and surface.complete:
-                    name = file.parent.name if file.name == "surface.npz" else file.stem
                     planes[name] = surface
     return planes
+
+
+def _plane_name(file: Path) -> str | None:
+    if file.name == "surface.npz" and file.parent.parent.name == "planes":
+        return file.parent.name
+    return file.stem if file.parent.name == "planes" else None
 
 
 def _order(algorithm: str) -> int:
@@ -329,7 +336,7 @@ def plot_plane(name: str, surface: Surface, path: Path, *, key: str = "train_los
 
 
 def make_figures(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """All figures and the results table for the runs at or below ``paths``, written to ``out``.
+    """All figures and the results table for the runs and planes at or below ``paths``, written to ``out``.
 
     Returns:
         Figure name -> files written (figures whose inputs are missing are left out).
@@ -337,9 +344,22 @@ def make_figures(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     Raises:
         ConfigError: no finished run found.
     """
+    return draw_figures(collect_runs(paths), collect_planes(paths), out)
+
+
+def draw_figures(records: Sequence[RunRecord], planes: Mapping[str, Surface], out: str | os.PathLike[str]) -> dict[str, list[Path]]:
+    """All figures and the results table of collected runs and planes (:func:`collect_runs`, :func:`collect_planes`).
+
+    Args:
+        records: the runs.
+        planes: plane name -> plane surface.
+        out: folder for the figures and ``results.md`` / ``results.csv``.
+
+    Returns:
+        Figure name -> files written (figures whose inputs are missing are left out).
+    """
     import matplotlib
 
-    records = collect_runs(paths)
     rows = results_table(records)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,7 +369,7 @@ def make_figures(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         written["sharpness"] = plot_sharpness(rows, out_dir / "sharpness")
         written["spectral_density"] = plot_densities(records, out_dir / "spectral_density")
         written["accuracy"] = plot_accuracy(records, out_dir / "accuracy")
-        for name, surface in collect_planes(paths).items():
+        for name, surface in planes.items():
             written[f"plane_{name}"] = plot_plane(name, surface, out_dir / f"plane_{name}")
         written["results"] = write_results_table(rows, out_dir)
     return {name: files for name, files in written.items() if files}

@@ -8,6 +8,7 @@ Layout of ``OUT``::
     runs/<split>/<algorithm>[-swa]/seed<k>/   training run (config, metrics, summary, checkpoints)
         analysis/hessian.json, analysis/surface.npz
     planes/<split>-seed<k>/surface.npz     train-loss plane through FedAvg, FedASAM, FedASAM+SWA
+        (partial.npz while it is computed)
     figures/                               figures, results table, claims
     reproduce.json                         per invocation, what each stage did and how long it took
 
@@ -17,10 +18,11 @@ which is exact because the two runs are identical until then: X and X+SWA cost a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,76 +31,16 @@ from fedtrain.data import load_dataset
 from fedtrain.errors import ConfigError
 from fedtrain.io import json_roundtrip, read_json, write_json
 from fedtrain.run import RunPaths, train
+from landscape.hessian.analysis import analyze_checkpoint
+from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
-from landscape.plots.paper import make_figures
+from landscape.report.presets import PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
+from landscape.surface.api import surface_for_checkpoint
+from landscape.surface.record import load_surface, save_surface
 
-__all__ = ["ReproduceSettings", "RunSpec", "REPRODUCE_PRESETS", "plan_runs", "reproduce"]
+__all__ = ["RunSpec", "plan_runs", "reproduce"]
 
-_ALL = (("fedavg", False), ("fedsam", False), ("fedasam", False), ("fedavg", True), ("fedsam", True), ("fedasam", True))
-_FIG1_PAIR = (("fedavg", False), ("fedasam", False))
-PLANE_MODELS = (("fedavg", False), ("fedasam", False), ("fedasam", True))
-
-
-@dataclass(frozen=True)
-class ReproduceSettings:
-    """What a reproduction trains and measures.
-
-    Attributes:
-        train_preset: the :func:`fedtrain.config.preset_config` every run starts from.
-        train_overrides: settings changed for every run (e.g. a smaller dataset for a smoke test).
-        splits: ``(name, alpha)`` of the Dirichlet splits (Hsu et al.), heterogeneous first.
-        algorithms: per split name, the ``(algorithm, swa)`` pairs trained on it.
-        hessian: keyword arguments of :func:`landscape.hessian.analysis.analyze_checkpoint`.
-        surface: keyword arguments of :func:`landscape.surface.api.surface_for_checkpoint` (random directions).
-        plane: the same, for the plane through FedAvg, FedASAM and FedASAM+SWA.
-    """
-
-    train_preset: str
-    splits: tuple[tuple[str, float], ...]
-    algorithms: dict[str, tuple[tuple[str, bool], ...]]
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-    hessian: dict[str, Any] = field(default_factory=dict)
-    surface: dict[str, Any] = field(default_factory=dict)
-    plane: dict[str, Any] = field(default_factory=dict)
-
-
-REPRODUCE_PRESETS: dict[str, ReproduceSettings] = {
-    # Real Fashion-MNIST, sized for <= 20 minutes on 2 CPU cores. To fit, the homogeneous split runs only
-    # FedAvg and FedASAM (the pair of the paper's Fig. 1) and the analyses use subsets of the data.
-    "quick": ReproduceSettings(
-        train_preset="quick",
-        train_overrides=dict(eval_examples=5000),
-        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
-        algorithms={"heterogeneous": _ALL, "homogeneous": _FIG1_PAIR},
-        hessian=dict(split="train", num_examples=128, batch_size=64, top_k=5, tol=1e-3, trace_matvecs=30,
-                     density_probes=8, density_steps=12),
-        surface=dict(directions="random", range=1.0, steps=11, splits=("train",), num_examples=400, batch_size=400),
-        plane=dict(steps=11, splits=("train",), num_examples=400, batch_size=400),
-    ),
-    # The paper's setting (CIFAR-10 from --data-dir, 10,000 rounds a run): for a GPU machine.
-    "paper-cifar10": ReproduceSettings(
-        train_preset="paper-cifar10",
-        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
-        algorithms={"heterogeneous": _ALL, "homogeneous": _ALL},
-        hessian=dict(split="train", num_examples=2048, batch_size=256, top_k=5, tol=1e-4, trace_matvecs=100,
-                     density_probes=10, density_steps=80),
-        surface=dict(directions="random", range=1.0, steps=41, splits=("train", "test"), num_examples=10000, batch_size=500),
-        plane=dict(steps=41, splits=("train",), num_examples=10000, batch_size=500),
-    ),
-    # A pipeline check on the synthetic task (about a minute on 2 cores): never a result.
-    "smoke": ReproduceSettings(
-        train_preset="quick",
-        train_overrides=dict(dataset="synthetic", model="mlp", model_kwargs={"hidden": [16]}, num_clients=10,
-                             samples_per_client=60, rounds=8, clients_per_round=3, batch_size=20, swa_c=2,
-                             eval_every=2, eval_last=0, last_k=2, checkpoint_every=2),
-        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
-        algorithms={"heterogeneous": _ALL, "homogeneous": _FIG1_PAIR},
-        hessian=dict(split="train", num_examples=200, batch_size=200, top_k=5, tol=1e-3, trace_matvecs=12,
-                     density_probes=10, density_steps=10),
-        surface=dict(directions="random", range=1.0, steps=5, splits=("train",), num_examples=200, batch_size=200),
-        plane=dict(steps=5, splits=("train",), num_examples=200, batch_size=200),
-    ),
-}
+PARTIAL_PLANE = "partial.npz"  # a plane's grid while it is computed, next to its surface.npz
 
 
 @dataclass(frozen=True)
@@ -185,9 +127,9 @@ def reproduce(
         name, settings = "custom", preset
     say = log or (lambda line: None)
     root = Path(out)
-    plan = {"preset": name, "seeds": seeds, "settings": asdict(settings)}
+    plan = {"preset": name, "seeds": seeds, "settings": settings.to_dict()}
     plan_file = root / "plan.json"
-    if plan_file.is_file() and read_json(plan_file) != json_roundtrip(plan):
+    if plan_file.is_file() and not _same_plan(read_json(plan_file), plan):
         raise ConfigError(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
@@ -222,18 +164,16 @@ def reproduce(
                   lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b))
 
     for spec in specs:
-        _analyse(spec, spec.folder(root), settings, stage)
+        _analyse(spec, spec.folder(root), settings, stage, data_dir)
     for seed in range(seeds):
         for split, _ in settings.splits:
-            _plane(root, specs, split, seed, settings, stage)
+            _plane(root, specs, split, seed, settings, stage, data_dir)
 
     figures_dir = root / "figures"
     start = time.perf_counter()
-    written = make_figures([root / "runs", root / "planes"] if (root / "planes").exists() else [root / "runs"], figures_dir)
-    from landscape.plots.paper import collect_runs, results_table
-
-    written["claims"] = write_claims(check_claims(results_table(collect_runs([root / "runs"]))), figures_dir / "claims.md",
-                                     seeds=seeds)
+    records = collect_runs([root / "runs"])
+    written = draw_figures(records, collect_planes([root / "planes"]), figures_dir)
+    written["claims"] = write_claims(check_claims(results_table(records)), figures_dir / "claims.md", seeds=seeds)
     record["stages"].append({"stage": "figures", "what": str(figures_dir), "skipped": False,
                              "seconds": time.perf_counter() - start})
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")
@@ -245,44 +185,51 @@ def reproduce(
     return record
 
 
+def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
+    """Whether a saved ``plan.json`` asks for ``plan``; older plans list only the analysis settings they changed."""
+    try:
+        settings = ReproduceSettings.from_dict(saved["settings"]).to_dict()
+    except (ConfigError, KeyError, TypeError):
+        return False
+    return json_roundtrip({**saved, "settings": settings}) == json_roundtrip(plan)
 
-def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: Callable[..., None]) -> None:
-    from landscape.hessian.analysis import analyze_checkpoint
-    from landscape.surface.record import load_surface
-    from landscape.surface.api import surface_for_checkpoint
 
+def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: Callable[..., None],
+             data_dir: str | os.PathLike[str] | None) -> None:
     final = RunPaths(folder).final
     label = f"{spec.split} {spec.name} seed {spec.seed}"
     hessian_file = folder / "analysis" / "hessian.json"
+    hessian = dataclasses.replace(settings.hessian, seed=spec.seed)
     stage("hessian", label, None if hessian_file.is_file() else
-          lambda: write_json(hessian_file, analyze_checkpoint(final, seed=spec.seed, **settings.hessian).to_dict()))
+          lambda: write_json(hessian_file, analyze_checkpoint(final, hessian, data_dir=data_dir).to_dict()))
     surface_file = folder / "analysis" / "surface.npz"
     exists = surface_file.is_file()
     done = exists and load_surface(surface_file).complete
+    surface = dataclasses.replace(settings.surface, seed=spec.seed)
     stage("surface", label, None if done else
-          lambda: surface_for_checkpoint(final, out=surface_file, resume=exists, seed=spec.seed, **settings.surface))
+          lambda: surface_for_checkpoint(final, surface, data_dir=data_dir, out=surface_file, resume=exists))
 
 
 def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: ReproduceSettings,
-           stage: Callable[..., None]) -> None:
-    from landscape.plots.paper import algorithm_label
-    from landscape.surface.record import load_surface, save_surface
-    from landscape.surface.api import surface_for_checkpoint
-
+           stage: Callable[..., None], data_dir: str | os.PathLike[str] | None) -> None:
     chosen = [next((s for s in specs if (s.split, s.seed, s.algorithm, s.swa) == (split, seed, a, w)), None)
               for a, w in PLANE_MODELS]
     if any(s is None for s in chosen):
         return
     target = root / "planes" / f"{split}-seed{seed}" / "surface.npz"
-    exists = target.is_file()
-    if exists and load_surface(target).complete:
+    if target.is_file() and load_surface(target).complete:
         stage("plane", f"{split} seed {seed}", None)
         return
     finals = [RunPaths(s.folder(root)).final for s in chosen]  # type: ignore[union-attr]
     labels = [algorithm_label(s.config) for s in chosen]  # type: ignore[union-attr]
+    plane = dataclasses.replace(settings.plane, seed=seed)
+    # The grid is saved chunk by chunk beside the plane; the plane file itself is written once, with its labels.
+    partial = target.with_name(PARTIAL_PLANE)
 
     def compute() -> None:
-        surface = surface_for_checkpoint(finals[0], plane=finals[1:], out=target, resume=exists, seed=seed, **settings.plane)
+        surface = surface_for_checkpoint(finals[0], plane, plane=finals[1:], data_dir=data_dir, out=partial,
+                                         resume=partial.is_file())
         save_surface(surface.with_metadata(labels=labels), target)
+        partial.unlink()
 
     stage("plane", f"{split} seed {seed} ({', '.join(labels)})", compute)

@@ -10,7 +10,8 @@ import torch
 
 from fedtrain.checkpoint import load_checkpoint
 from fedtrain.errors import ConfigError
-from landscape.report.reproduce import REPRODUCE_PRESETS, plan_runs, reproduce
+from landscape.report.presets import REPRODUCE_PRESETS
+from landscape.report.reproduce import plan_runs, reproduce
 from landscape.surface.record import load_surface
 
 FIGURES = ["surfaces_3d", "sharpness", "spectral_density", "accuracy", "plane_heterogeneous-seed0"]
@@ -154,3 +155,49 @@ def test_figures_command_redraws_from_finished_runs_without_training(smoke, tmp_
     for name in FIGURES:
         assert (tmp_path / "f" / f"{name}.png").is_file()
     assert (tmp_path / "f" / "results.csv").read_text() == (out / "figures" / "results.csv").read_text()
+
+
+def test_a_plane_is_written_once_with_its_labels_and_the_runs_are_collected_once(smoke, tmp_path, monkeypatch):
+    import shutil
+
+    import landscape.report.reproduce as pipeline
+    import landscape.surface.record as record_module
+
+    out, _, _ = smoke
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "planes")
+    writes, collected = [], []
+    real_write, real_collect = record_module.atomic_write_bytes, pipeline.collect_runs
+    monkeypatch.setattr(record_module, "atomic_write_bytes", lambda path, data: writes.append(path) or real_write(path, data))
+    monkeypatch.setattr(pipeline, "collect_runs", lambda paths: collected.append(paths) or real_collect(paths))
+    record = reproduce("smoke", copy, seeds=1)
+    assert [s["what"].split(" (")[0] for s in record["stages"] if not s["skipped"] and s["stage"] == "plane"] == ["heterogeneous seed 0"]
+    target = copy / "planes" / "heterogeneous-seed0" / "surface.npz"
+    assert writes.count(target) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["surface.npz"]
+    assert load_surface(target).metadata["labels"] == ["FedAvg", "FedASAM", "FedASAM+SWA"]
+    assert len(collected) == 1
+
+
+def test_a_plan_written_before_the_settings_records_is_still_continued(smoke, tmp_path):
+    import shutil
+
+    from landscape.settings import HessianSettings, SurfaceSettings
+
+    out, _, _ = smoke
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    plan = json.loads((copy / "plan.json").read_text())
+    # plans used to list only the analysis keywords a preset changed
+    for key, defaults in (("hessian", HessianSettings()), ("surface", SurfaceSettings()), ("plane", SurfaceSettings())):
+        full = plan["settings"][key]
+        plan["settings"][key] = {k: v for k, v in full.items() if json.dumps(v) != json.dumps(defaults.to_dict()[k])}
+    assert len(plan["settings"]["hessian"]) < len(HessianSettings().to_dict())
+    (copy / "plan.json").write_text(json.dumps(plan))
+    record = reproduce("smoke", copy, seeds=1)
+    assert all(s["skipped"] for s in record["stages"] if s["stage"] != "figures")
+    plan["settings"]["hessian"]["top_k"] = 3
+    (copy / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce("smoke", copy, seeds=1)

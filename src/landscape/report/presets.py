@@ -1,0 +1,114 @@
+"""What a reproduction trains and measures: :class:`ReproduceSettings` and the named presets; torch-free, so the CLI takes its choices here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedtrain.errors import ConfigError
+from landscape.settings import HessianSettings, SurfaceSettings, settings_from_dict
+
+__all__ = ["ReproduceSettings", "REPRODUCE_PRESETS", "ALL_ALGORITHMS", "FIG1_PAIR", "PLANE_MODELS"]
+
+# (algorithm, swa) pairs
+ALL_ALGORITHMS = (("fedavg", False), ("fedsam", False), ("fedasam", False), ("fedavg", True), ("fedsam", True), ("fedasam", True))
+FIG1_PAIR = (("fedavg", False), ("fedasam", False))
+PLANE_MODELS = (("fedavg", False), ("fedasam", False), ("fedasam", True))  # the plane through their three final models
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """What a reproduction trains and measures.
+
+    The ``seed`` of the three analysis records is replaced by each run's seed.
+
+    Attributes:
+        train_preset: the :func:`fedtrain.config.preset_config` every run starts from.
+        splits: ``(name, alpha)`` of the Dirichlet splits (Hsu et al.), heterogeneous first.
+        algorithms: per split name, the ``(algorithm, swa)`` pairs trained on it.
+        train_overrides: settings changed for every run (e.g. a smaller dataset for a smoke test).
+        hessian: the analysis of every final model (:func:`landscape.hessian.analysis.analyze_checkpoint`).
+        surface: its loss surface (:func:`landscape.surface.api.surface_for_checkpoint`, random directions).
+        plane: the plane through the final FedAvg, FedASAM and FedASAM+SWA models of a split and seed.
+    """
+
+    train_preset: str
+    splits: tuple[tuple[str, float], ...]
+    algorithms: dict[str, tuple[tuple[str, bool], ...]]
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    hessian: HessianSettings = HessianSettings()
+    surface: SurfaceSettings = SurfaceSettings()
+    plane: SurfaceSettings = SurfaceSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (what ``plan.json`` records), the analysis records as their ``to_dict()``."""
+        return {
+            "train_preset": self.train_preset,
+            "splits": [list(split) for split in self.splits],
+            "algorithms": {name: [list(pair) for pair in pairs] for name, pairs in self.algorithms.items()},
+            "train_overrides": dict(self.train_overrides),
+            "hessian": self.hessian.to_dict(),
+            "surface": self.surface.to_dict(),
+            "plane": self.plane.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ReproduceSettings:
+        """The settings of a ``to_dict()`` (analysis records may list only the fields that differ from their defaults).
+
+        Raises:
+            ConfigError: missing keys, or invalid analysis settings.
+        """
+        try:
+            return cls(
+                train_preset=str(values["train_preset"]),
+                splits=tuple((str(name), float(alpha)) for name, alpha in values["splits"]),
+                algorithms={name: tuple((str(a), bool(swa)) for a, swa in pairs) for name, pairs in values["algorithms"].items()},
+                train_overrides=dict(values.get("train_overrides", {})),
+                hessian=settings_from_dict(HessianSettings, values.get("hessian", {})),
+                surface=settings_from_dict(SurfaceSettings, values.get("surface", {})),
+                plane=settings_from_dict(SurfaceSettings, values.get("plane", {})),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"Not a reproduction's settings ({type(err).__name__}: {err}).") from err
+
+
+REPRODUCE_PRESETS: dict[str, ReproduceSettings] = {
+    # Real Fashion-MNIST, sized for <= 20 minutes on 2 CPU cores. To fit, the homogeneous split runs only
+    # FedAvg and FedASAM (the pair of the paper's Fig. 1) and the analyses use subsets of the data.
+    "quick": ReproduceSettings(
+        train_preset="quick",
+        train_overrides=dict(eval_examples=5000),
+        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
+        algorithms={"heterogeneous": ALL_ALGORITHMS, "homogeneous": FIG1_PAIR},
+        hessian=HessianSettings(split="train", num_examples=128, batch_size=64, top_k=5, tol=1e-3, trace_matvecs=30,
+                                density_probes=8, density_steps=12),
+        surface=SurfaceSettings(directions="random", range=1.0, steps=11, splits=("train",), num_examples=400, batch_size=400),
+        plane=SurfaceSettings(steps=11, splits=("train",), num_examples=400, batch_size=400),
+    ),
+    # The paper's setting (CIFAR-10 from --data-dir, 10,000 rounds a run): for a GPU machine.
+    "paper-cifar10": ReproduceSettings(
+        train_preset="paper-cifar10",
+        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
+        algorithms={"heterogeneous": ALL_ALGORITHMS, "homogeneous": ALL_ALGORITHMS},
+        hessian=HessianSettings(split="train", num_examples=2048, batch_size=256, top_k=5, tol=1e-4, trace_matvecs=100,
+                                density_probes=10, density_steps=80),
+        surface=SurfaceSettings(directions="random", range=1.0, steps=41, splits=("train", "test"), num_examples=10000,
+                                batch_size=500),
+        plane=SurfaceSettings(steps=41, splits=("train",), num_examples=10000, batch_size=500),
+    ),
+    # A pipeline check on the synthetic task (about a minute on 2 cores): never a result.
+    "smoke": ReproduceSettings(
+        train_preset="quick",
+        train_overrides=dict(dataset="synthetic", model="mlp", model_kwargs={"hidden": [16]}, num_clients=10,
+                             samples_per_client=60, rounds=8, clients_per_round=3, batch_size=20, swa_c=2,
+                             eval_every=2, eval_last=0, last_k=2, checkpoint_every=2),
+        splits=(("heterogeneous", 0.0), ("homogeneous", 100.0)),
+        algorithms={"heterogeneous": ALL_ALGORITHMS, "homogeneous": FIG1_PAIR},
+        hessian=HessianSettings(split="train", num_examples=200, batch_size=200, top_k=5, tol=1e-3, trace_matvecs=12,
+                                density_probes=10, density_steps=10),
+        surface=SurfaceSettings(directions="random", range=1.0, steps=5, splits=("train",), num_examples=200, batch_size=200),
+        plane=SurfaceSettings(steps=5, splits=("train",), num_examples=200, batch_size=200),
+    ),
+}
