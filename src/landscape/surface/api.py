@@ -178,9 +178,9 @@ def _directions(
     through = interpolation_directions if slice_.kind == "interpolation" else plane_directions
     try:
         return through(*params)
-    except ConfigError as err:
-        names = ", ".join(str(c.path) for c, _ in models)
-        raise CheckpointError(f"The checkpoints {names} do not give a {slice_.kind}: {err}") from err
+    except ConfigError as err:  # the numerics name models A, B, C: say which files they are
+        names = ", ".join(f"{letter} = {c.path}" for letter, (c, _) in zip("ABC", models))
+        raise CheckpointError(f"Cannot draw the {slice_.kind} through the checkpoints {names}: {err}") from err
 
 
 def _coordinates(slice_: SurfaceSlice, settings: SurfaceSettings, directions: Directions) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.errors import ConfigError
 
 __all__ = [
     "Directions",
@@ -236,31 +236,31 @@ def check_same_architecture(named_params: Sequence[tuple[str, Mapping[str, Tenso
     """Raise a clear error unless all parameter dicts have the same names and shapes.
 
     Args:
-        named_params: ``(label, params)`` pairs; labels (e.g. checkpoint paths) name the culprit.
+        named_params: ``(label, params)`` pairs; labels name the culprit in the message.
 
     Raises:
-        CheckpointError: names or shapes differ.
+        ConfigError: names or shapes differ.
     """
     (first_label, first), *rest = named_params
     for label, params in rest:
         if set(params) != set(first):
             missing = sorted(set(first) ^ set(params))[:4]
-            raise CheckpointError(
+            raise ConfigError(
                 f"{label} and {first_label} hold different architectures (parameters {', '.join(missing)} are in "
-                "only one of them). Interpolations and planes need checkpoints of the same model; compare "
-                "checkpoints trained with the same --model and model options."
+                "only one of them). Lines and planes join models of one architecture: pass parameters with the "
+                "same names and shapes."
             )
         for name, value in params.items():
             if value.shape != first[name].shape:
-                raise CheckpointError(
+                raise ConfigError(
                     f"{label} and {first_label} hold different architectures: parameter {name!r} has shape "
-                    f"{tuple(value.shape)} in one and {tuple(first[name].shape)} in the other. Interpolations "
-                    "and planes need checkpoints of the same model."
+                    f"{tuple(value.shape)} in one and {tuple(first[name].shape)} in the other. Lines and planes "
+                    "join models of one architecture."
                 )
 
 
 def interpolation_directions(params_a: Mapping[str, Tensor], params_b: Mapping[str, Tensor]) -> Directions:
-    """The line through checkpoints A (coordinate 0) and B (coordinate 1): ``origin = A``, ``axis = B - A``.
+    """The line through models A (coordinate 0) and B (coordinate 1): ``origin = A``, ``axis = B - A``.
 
     Args:
         params_a: parameters of A.
@@ -270,10 +270,10 @@ def interpolation_directions(params_a: Mapping[str, Tensor], params_b: Mapping[s
         One-axis directions; ``info`` records the distance ``||B - A||`` and the models' coordinates 0 and 1.
 
     Raises:
-        CheckpointError: A and B have different architectures.
+        ConfigError: A and B have different architectures.
     """
     a, b = _as_param_dict(params_a, "params_a"), _as_param_dict(params_b, "params_b")
-    check_same_architecture([("checkpoint A", a), ("checkpoint B", b)])
+    check_same_architecture([("model A", a), ("model B", b)])
     axis = {n: b[n] - a[n] for n in a}
     info = {"distance": norm(axis), "model_coordinates": [[0.0], [1.0]], "origin_norm": norm(a)}
     return Directions("interpolation", {n: v.clone() for n, v in a.items()}, (axis,), info)
@@ -292,23 +292,23 @@ def plane_directions(
     recorded in ``info["model_coordinates"]``.
 
     Args:
-        params_0: the model at the origin.
-        params_1: the model on the first axis.
-        params_2: the third model.
+        params_0: model A, at the origin.
+        params_1: model B, on the first axis.
+        params_2: model C.
 
     Returns:
         Two-axis directions with orthonormal axes.
 
     Raises:
-        CheckpointError: different architectures, or the three models are (nearly) on one line.
+        ConfigError: different architectures, or the three models are (nearly) on one line.
     """
     w0, w1, w2 = (_as_param_dict(p, f"params_{i}") for i, p in enumerate((params_0, params_1, params_2)))
-    check_same_architecture([("the first checkpoint", w0), ("the second checkpoint", w1), ("the third checkpoint", w2)])
+    check_same_architecture([("model A", w0), ("model B", w1), ("model C", w2)])
     d1 = {n: w1[n].double() - w0[n].double() for n in w0}
     d2 = {n: w2[n].double() - w0[n].double() for n in w0}
     length_1 = norm(d1)
     if length_1 == 0.0:
-        raise CheckpointError("The first two checkpoints of the plane hold identical weights; pass three different models.")
+        raise ConfigError("Models A and B of the plane hold identical weights, so they span no axis; pass three different models.")
     u = {n: t / length_1 for n, t in d1.items()}
     along = dot(d2, u)
     residual = {n: d2[n] - along * u[n] for n in w0}
@@ -316,9 +316,9 @@ def plane_directions(
     # Rounding of the stored weights leaves a residual of about eps * ||w||; below 100 eps the plane is noise.
     eps = max(torch.finfo(t.dtype).eps for t in w0.values())
     if height <= 100 * eps * (norm(w0) + norm(w2)):
-        raise CheckpointError(
-            "The three checkpoints lie on one line in parameter space, so they do not span a plane. "
-            "Use --interpolate for two models, or pick a third model off that line."
+        raise ConfigError(
+            "The three models lie on one line in parameter space, so they do not span a plane. Pick a third "
+            "model off that line, or draw the line through two of them."
         )
     v = {n: t / height for n, t in residual.items()}
     axes = tuple({n: t[n].to(w0[n].dtype) for n in w0} for t in (u, v))

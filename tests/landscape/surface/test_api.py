@@ -157,3 +157,12 @@ def test_several_checkpoints_share_one_settings_record(tmp_path):
         surfaces_for_checkpoints([], settings, out=tmp_path / "out")
     keywords = inspect.signature(surfaces_for_checkpoints).parameters.values()
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in keywords)  # settings travel in the record
+
+
+def test_checkpoints_on_one_line_are_named_in_the_error(tmp_path):
+    a, b = mlp(0), mlp(1)
+    midpoint = mlp(2)
+    midpoint.load_state_dict({n: 0.5 * (t + b.state_dict()[n]) for n, t in a.state_dict().items()})
+    paths = [write_checkpoint(tmp_path / f"{name}.pt", m) for name, m in (("a", a), ("b", b), ("mid", midpoint))]
+    with pytest.raises(CheckpointError, match=r"plane through the checkpoints A = .*a\.pt, B = .*b\.pt, C = .*mid\.pt: .*lie on one line"):
+        surface_for_checkpoint(paths[0], SurfaceSettings(steps=3, num_examples=20), plane=paths[1:])

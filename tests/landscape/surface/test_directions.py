@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
 from landscape.surface.directions import (
     directions_sha256,
@@ -116,9 +116,13 @@ def test_plane_axes_are_orthonormal_and_models_sit_at_their_coordinates():
 def test_plane_refuses_collinear_models_and_different_architectures():
     a, b = mlp_params(0), mlp_params(1)
     midpoint = {n: 0.5 * (a[n] + b[n]) for n in a}
-    with pytest.raises(CheckpointError, match="lie on one line"):
+    with pytest.raises(ConfigError, match="lie on one line"):  # numerics know models, not checkpoints
         plane_directions(a, b, midpoint)
-    with pytest.raises(CheckpointError, match="different architectures"):
+    with pytest.raises(ConfigError, match="identical weights"):
+        plane_directions(a, a, b)
+    with pytest.raises(ConfigError, match="different architectures"):
         plane_directions(a, b, mlp_params(2, hidden=(4,)))
-    with pytest.raises(CheckpointError, match="different architectures"):
+    with pytest.raises(ConfigError, match="different architectures"):
         interpolation_directions(a, cnn_params())
+    with pytest.raises(ConfigError, match="different architectures: parameter 'net.1.weight' has shape"):
+        interpolation_directions(a, {n: t[:, :1] if t.dim() == 2 else t for n, t in b.items()})
