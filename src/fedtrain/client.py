@@ -9,7 +9,6 @@ passed in, which the run derives from ``(seed, round, client)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedtrain.batchnorm import frozen_statistics
 from fedtrain.data import augment_batch
 from fedtrain.errors import LandscapeError
 from fedtrain.sam import SAM
@@ -86,22 +86,6 @@ def _batches(shard: ClientShard, cfg: ClientConfig, generator: torch.Generator) 
             yield shard.normalize(images), shard.labels[idx]
 
 
-@contextlib.contextmanager
-def _frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
-    """BatchNorm running statistics must not see the perturbed (second) SAM pass: freeze them for its duration."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
 def client_update(
     worker: nn.Module,
     global_state: Mapping[str, torch.Tensor],
@@ -149,7 +133,7 @@ def client_update(
             base.step()
         else:
             sam.perturb()
-            with _frozen_batchnorm_statistics(worker):
+            with frozen_statistics(worker):
                 F.cross_entropy(worker(x), y).backward()
             sam.restore_and_step()
         steps += 1

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedtrain.swa import recompute_batchnorm
+from fedtrain.batchnorm import recompute_statistics
 
 __all__ = ["evaluate_state"]
 
@@ -37,7 +37,7 @@ def evaluate_state(
         ``{"loss": mean cross-entropy, "accuracy": fraction correct}``.
     """
     evaluator.load_state_dict(state)
-    recompute_batchnorm(evaluator, batchnorm_batches)
+    recompute_statistics(evaluator, batchnorm_batches)
     evaluator.eval()
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = 0

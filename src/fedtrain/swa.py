@@ -23,12 +23,11 @@ From round ``start`` on, the clients' learning rate cycles every ``c`` rounds,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
-from torch import nn
 
-__all__ = ["COLLECT_MODES", "cyclic_lr", "starts_swa_model", "collects", "swa_average", "recompute_batchnorm"]
+__all__ = ["COLLECT_MODES", "cyclic_lr", "starts_swa_model", "collects", "swa_average"]
 
 COLLECT_MODES = ("end", "reference")
 
@@ -73,30 +72,3 @@ def swa_average(
         mean = swa_params[name].to(torch.float64) * (count / (count + 1)) + value.to(torch.float64) / (count + 1)
         out[name] = mean.to(value.dtype)
     return out, count + 1
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> bool:
-    """Recompute BatchNorm running statistics of ``model`` on ``batches`` (cumulative average), in place.
-
-    This is the pass SWA needs because averaged weights do not match averaged statistics; the FedSAM
-    code skips it (its CNN has no BatchNorm). ``model`` must be the caller's own evaluation copy.
-
-    Returns:
-        Whether the model had BatchNorm layers (and was updated).
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return False
-    was_training = model.training
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over all batches
-    model.train()
-    for x in batches:
-        model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
-    return True

@@ -74,3 +74,13 @@ def test_a_diverging_client_raises_a_clear_error():
     global_state["net.1.weight"] = global_state["net.1.weight"] * float("nan")
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
         client_update(_model(), global_state, shard, ClientConfig(lr=0.1), torch.Generator().manual_seed(0))
+
+
+def test_sam_clients_count_each_step_once_in_batchnorm_statistics():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    global_state = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = ClientConfig(lr=0.1, batch_size=4, optimizer="sam", rho=0.5)
+    update = client_update(net, global_state, _shard(), cfg, torch.Generator().manual_seed(0))
+    assert int(update.delta["2.num_batches_tracked"]) == update.metrics["steps"] == 3  # the perturbed pass is not counted
+    assert net[2].momentum == 0.1  # restored after every second pass

@@ -1,9 +1,8 @@
 """SWA: the cyclical lr, when models are collected (end of cycle vs the reference's point), the running mean."""
 
 import torch
-from torch import nn
 
-from fedtrain.swa import collects, cyclic_lr, recompute_batchnorm, starts_swa_model, swa_average
+from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
 
 
 def test_cyclic_lr_matches_the_reference_schedule():
@@ -38,12 +37,3 @@ def test_first_collection_overwrites_the_reference_copy():
     swa, count = swa_average(copy, 0, {"w": torch.tensor([1.0])})
     assert count == 1 and torch.equal(swa["w"], torch.tensor([1.0]))
 
-
-def test_batchnorm_statistics_are_recomputed_and_models_without_bn_are_left_alone():
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
-    data = [torch.randn(50, 3, generator=torch.Generator().manual_seed(i)) * 3 + 1 for i in range(4)]
-    assert recompute_batchnorm(net, data)
-    features = net[0](torch.cat(data)).detach()
-    assert torch.allclose(net[1].running_mean, features.mean(0), atol=1e-5)
-    assert not net.training  # mode restored
-    assert not recompute_batchnorm(nn.Linear(3, 2), iter(()))

@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from fedtrain.batchnorm import cumulative_statistics, has_batchnorm, reset_statistics
 from fedtrain.errors import ConfigError
 
-__all__ = ["PointStats", "Evaluator", "BN_MODES", "METHODS", "has_batchnorm"]
+__all__ = ["PointStats", "Evaluator", "BN_MODES", "METHODS"]
 
 BN_MODES: tuple[str, ...] = ("eval", "recalibrate")
 METHODS: tuple[str, ...] = ("loop", "vmap")
@@ -79,11 +80,6 @@ class _Moments:
         return mean, (self.m2 / (self.count - 1) / self.count).sqrt().numpy()
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether the model has BatchNorm layers that track running statistics."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
-
-
 class Evaluator:
     """Evaluates parameter sets of one architecture on in-memory data, in chunks of points per data pass.
 
@@ -131,24 +127,14 @@ class Evaluator:
         self._recalibrating = bn == "recalibrate" and has_batchnorm(model)
         if self._recalibrating:
             self._train_module = copy.deepcopy(self._module).train()
-            for module in self._train_module.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.momentum = None  # cumulative average over all recalibration batches
 
     def buffers_for(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The buffers used at ``params``: the frozen ones, or BatchNorm statistics recomputed there."""
         if not self._recalibrating:
             return self._buffers
-        fresh = {}
-        for name, buffer in self._buffers.items():
-            if name.endswith("running_var"):
-                fresh[name] = torch.ones_like(buffer)
-            elif name.endswith(("running_mean", "num_batches_tracked")):
-                fresh[name] = torch.zeros_like(buffer)
-            else:
-                fresh[name] = buffer.clone()
+        fresh = reset_statistics(self._buffers)
         inputs = self.recalibration_inputs
-        with torch.no_grad():
+        with torch.no_grad(), cumulative_statistics(self._train_module):
             for start in range(0, inputs.shape[0], self.batch_size):
                 # functional_call writes BatchNorm's in-place statistic updates into ``fresh``.
                 functional_call(self._train_module, {**params, **fresh}, (inputs[start : start + self.batch_size],))

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from fedtrain.batchnorm import has_batchnorm
 from fedtrain.errors import ConfigError
 from landscape.surface.directions import Directions, directions_sha256
-from landscape.surface.evaluate import Evaluator, has_batchnorm
+from landscape.surface.evaluate import Evaluator
 from landscape.surface.record import Surface, load_surface, save_surface, value_key
 
 __all__ = [
