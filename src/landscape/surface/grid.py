@@ -10,9 +10,7 @@ in-memory data, so a saved partial grid is finished later with identical numbers
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +20,9 @@ from fedtrain.batchnorm import has_batchnorm
 from fedtrain.errors import ConfigError
 from landscape.surface.directions import Directions, directions_sha256
 from landscape.surface.evaluate import Evaluator
-from landscape.surface.record import Surface, load_surface, save_surface, value_key
+from landscape.surface.record import Surface, value_key
 
 __all__ = [
-    "Surface",
-    "load_surface",
     "symmetric_coordinates",
     "interpolation_coordinates",
     "plane_coordinates",
