@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fedtrain.errors import ConfigError
+from landscape.settings import ONE_DIM_POLICIES
 
 __all__ = [
     "Directions",
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 OneDimPolicy = Literal["zero", "keep", "filter"]
-ONE_DIM_POLICIES: tuple[str, ...] = ("zero", "keep", "filter")
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,9 @@ def random_direction(
 
     Returns:
         The direction, keyed like ``params``.
+
+    Raises:
+        TypeError: ``params`` is not a mapping (a programming error, not a setting).
     """
     params = _as_param_dict(params, "params")
     raw = {name: torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype) for name, p in params.items()}
@@ -177,6 +180,7 @@ def random_directions(
 
     Raises:
         ConfigError: ``ndim`` is not 1 or 2.
+        TypeError: a parameter dict is not a mapping (a programming error, not a setting).
     """
     if ndim not in (1, 2):
         raise ConfigError(f"A surface has 1 or 2 dimensions, got {ndim}.")
@@ -212,6 +216,7 @@ def directions_from_vectors(
 
     Raises:
         ConfigError: not one or two vectors, or a vector's shapes do not match ``params``.
+        TypeError: a parameter dict is not a mapping (a programming error, not a setting).
     """
     params = _as_param_dict(params, "params")
     if len(vectors) not in (1, 2):
@@ -271,6 +276,7 @@ def interpolation_directions(params_a: Mapping[str, Tensor], params_b: Mapping[s
 
     Raises:
         ConfigError: A and B have different architectures.
+        TypeError: a parameter dict is not a mapping (a programming error, not a setting).
     """
     a, b = _as_param_dict(params_a, "params_a"), _as_param_dict(params_b, "params_b")
     check_same_architecture([("model A", a), ("model B", b)])
@@ -301,6 +307,7 @@ def plane_directions(
 
     Raises:
         ConfigError: different architectures, or the three models are (nearly) on one line.
+        TypeError: a parameter dict is not a mapping (a programming error, not a setting).
     """
     w0, w1, w2 = (_as_param_dict(p, f"params_{i}") for i, p in enumerate((params_0, params_1, params_2)))
     check_same_architecture([("model A", w0), ("model B", w1), ("model C", w2)])

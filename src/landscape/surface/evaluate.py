@@ -21,11 +21,10 @@ from torch.func import functional_call, vmap
 
 from fedtrain.batchnorm import cumulative_statistics, has_batchnorm, reset_statistics
 from fedtrain.errors import ConfigError
+from landscape.settings import BN_MODES, EVALUATION_METHODS
 
-__all__ = ["PointStats", "Evaluator", "BN_MODES", "METHODS"]
+__all__ = ["PointStats", "Evaluator"]
 
-BN_MODES: tuple[str, ...] = ("eval", "recalibrate")
-METHODS: tuple[str, ...] = ("loop", "vmap")
 BnMode = Literal["eval", "recalibrate"]
 Method = Literal["loop", "vmap"]
 
@@ -111,8 +110,8 @@ class Evaluator:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        if method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+        if method not in EVALUATION_METHODS:
+            raise ConfigError(f"method must be one of {', '.join(EVALUATION_METHODS)}, got {method!r}.")
         if bn not in BN_MODES:
             raise ConfigError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}.")
         if bn == "recalibrate" and recalibration_inputs is None:

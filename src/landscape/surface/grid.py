@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from fedtrain.batchnorm import has_batchnorm
 from fedtrain.errors import ConfigError
+from landscape.settings import SPLITS
 from landscape.surface.directions import Directions, directions_sha256
 from landscape.surface.evaluate import Evaluator
 from landscape.surface.record import Surface, value_key
@@ -138,7 +139,7 @@ def compute_surface(
         raise ConfigError(f"{directions.ndim}-D directions need {directions.ndim} coordinate arrays, got {len(coordinates)}.")
     if any(c.ndim != 1 or c.size == 0 or not np.isfinite(c).all() for c in coordinates):
         raise ConfigError("Each coordinate array must be a non-empty 1-D array of finite numbers.")
-    if not data or any(split not in ("train", "test") for split in data):
+    if not data or any(split not in SPLITS for split in data):
         raise ConfigError(f"data must map 'train' and/or 'test' to (inputs, labels); got {sorted(data)}.")
     if points_per_pass < 1:
         raise ConfigError(f"points_per_pass must be >= 1, got {points_per_pass}.")

@@ -33,12 +33,12 @@ import numpy as np
 
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_bytes, to_json
+from landscape.settings import SPLITS
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SPLITS", "QUANTITIES", "Surface", "save_surface", "load_surface", "value_key"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "QUANTITIES", "Surface", "save_surface", "load_surface", "value_key"]
 
 FORMAT = "fedlandscape.surface"
 FORMAT_VERSION = 1
-SPLITS: tuple[str, ...] = ("train", "test")
 QUANTITIES: tuple[str, ...] = ("loss", "acc")
 
 

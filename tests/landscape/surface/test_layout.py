@@ -1,4 +1,4 @@
-"""The surface subpackage's import arrows: numerics below, api on top, nothing of plots, report or the CLI."""
+"""The surface subpackage's import arrows (numerics below, api on top, no plots, report or CLI) and its error types."""
 
 from __future__ import annotations
 
@@ -43,3 +43,21 @@ def test_imports_only_go_down_and_never_to_plots_report_or_the_cli():
         assert inside <= allowed, f"{module} imports {sorted(inside - allowed)}"
         assert not [name for name in imports if name.startswith(FORBIDDEN)], module
     assert "landscape.surface.api" not in imported_modules(PACKAGE / "grid.py")
+
+
+def raised_names(path: Path) -> set[str]:
+    """The names of the exception classes a file raises (``raise X(...)`` or ``raise X``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            names.add(target.id if isinstance(target, ast.Name) else ast.unparse(target))
+    return names
+
+
+def test_numerics_raise_the_library_hierarchy_and_only_api_speaks_of_checkpoints():
+    # TypeError: a parameter list passed for a dict (a programming error); KeyError: caught inside load_surface.
+    internal = {"TypeError", "KeyError"}
+    for module in ALLOWED:
+        raised = raised_names(PACKAGE / f"{module}.py") - internal
+        assert raised <= ({"ConfigError", "CheckpointError"} if module == "api" else {"ConfigError"}), (module, raised)
