@@ -7,15 +7,13 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors, seed_option
-
-SCHEMES = ("dirichlet", "iid", "dirichlet-class")
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic")
+from fedtrain.config import DATASETS, PARTITION_SCHEMES
 
 
 @click.command("partition")
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True, help="Dataset whose training split is partitioned.")
 @data_dir_option
-@click.option("--scheme", type=click.Choice(SCHEMES), default="dirichlet", show_default=True,
+@click.option("--scheme", type=click.Choice(PARTITION_SCHEMES), default="dirichlet", show_default=True,
               help="dirichlet: Hsu et al. per-client Dir(alpha*p), equal sizes (FedSAM's splits); iid; "
                    "dirichlet-class: each class split over clients, unequal sizes (Flower/NIID-Bench convention).")
 @click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Dirichlet concentration; 0 = one class per client (dirichlet only).")

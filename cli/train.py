@@ -9,33 +9,34 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors
+from fedtrain.config import ALGORITHMS, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES
 
 _FLOAT0 = click.FloatRange(min=0)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()
-@click.option("--preset", type=click.Choice(["quick", "paper-cifar10"]), default=None, help="Start from a preset; flags and --config override it.")
+@click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None, help="Start from a preset; flags and --config override it.")
 @click.option("--config", "config_file", type=_PATH_IN, default=None, help="TOML or YAML file of settings (keys as the flags, e.g. swa_start).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory to create (refused if it exists, unless --overwrite).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Continue the run in this directory from its latest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in --out.")
 @click.option("--init-from", type=_PATH_IN, default=None, help="Branch this --swa run off a checkpoint of the same run without SWA (round <= SWA start).")
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic"]), default=None, help="Dataset.")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset.")
 @data_dir_option
-@click.option("--model", type=click.Choice(["cnn", "mlp", "resnet18-gn"]), default=None, help="Model architecture.")
-@click.option("--partition", type=click.Choice(["dirichlet", "iid", "dirichlet-class"]), default=None, help="Partition scheme.")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Model architecture.")
+@click.option("--partition", type=click.Choice(PARTITION_SCHEMES), default=None, help="Partition scheme.")
 @click.option("--alpha", type=_FLOAT0, default=None, help="Dirichlet concentration (0 = one class per client).")
 @click.option("--num-clients", type=click.IntRange(min=1), default=None, help="Number of clients N.")
 @click.option("--samples-per-client", type=click.IntRange(min=1), default=None, help="Samples per client.")
-@click.option("--algorithm", type=click.Choice(["fedavg", "fedsam", "fedasam"]), default=None, help="Local optimiser: SGD, SAM or ASAM.")
+@click.option("--algorithm", type=click.Choice(tuple(ALGORITHMS)), default=None, help="Local optimiser: SGD, SAM or ASAM.")
 @click.option("--rho", type=_FLOAT0, default=None, help="SAM/ASAM radius (default 0.1 FedSAM, 0.7 FedASAM).")
 @click.option("--eta", type=_FLOAT0, default=None, help="ASAM offset eta in T = |w| + eta (default 0.2).")
 @click.option("--swa/--no-swa", default=None, help="Server-side SWA with a cyclical client lr.")
 @click.option("--swa-start", type=_FLOAT0, default=None, help="SWA start: fraction of rounds if < 1, else a round (default 0.75).")
 @click.option("--swa-c", type=click.IntRange(min=1), default=None, help="SWA cycle length in rounds (default 10).")
 @click.option("--swa-lr", type=_FLOAT0, default=None, help="Lowest lr of the SWA cycle (default 1e-4).")
-@click.option("--swa-collect", type=click.Choice(["end", "reference"]), default=None, help="Collect at the cycle's end (SWA) or after its highest-lr round (FedSAM code).")
+@click.option("--swa-collect", type=click.Choice(SWA_COLLECT_MODES), default=None, help="Collect at the cycle's end (SWA) or after its highest-lr round (FedSAM code).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Number of rounds.")
 @click.option("--clients-per-round", type=click.IntRange(min=1), default=None, help="Clients sampled per round K.")
 @click.option("--local-epochs", type=click.IntRange(min=1), default=None, help="Local epochs E.")

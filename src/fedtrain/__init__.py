@@ -9,7 +9,7 @@ from typing import Any
 # module of the package (errors, config, settings) does not import torch.
 _EXPORTS: dict[str, str] = {
     # data
-    "DATASETS": "fedtrain.data",
+    "DATASETS": "fedtrain.config",
     "ImageDataset": "fedtrain.data",
     "load_dataset": "fedtrain.data",
     "augment_batch": "fedtrain.data",

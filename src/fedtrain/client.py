@@ -18,13 +18,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedtrain.batchnorm import frozen_statistics
+from fedtrain.config import OPTIMIZERS
 from fedtrain.data import augment_batch
 from fedtrain.errors import LandscapeError
 from fedtrain.sam import SAM
 
-__all__ = ["OPTIMIZERS", "ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "client_update"]
-
-OPTIMIZERS = ("sgd", "sam", "asam")
+__all__ = ["ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "client_update"]
 
 
 class NonFiniteLossError(LandscapeError, ArithmeticError):

@@ -17,7 +17,12 @@ from typing import Any
 from fedtrain.errors import ConfigError
 
 __all__ = [
+    "DATASETS",
+    "MODEL_NAMES",
+    "PARTITION_SCHEMES",
     "ALGORITHMS",
+    "OPTIMIZERS",
+    "SWA_COLLECT_MODES",
     "PRESETS",
     "SWA_FIELDS",
     "TrainConfig",
@@ -26,7 +31,15 @@ __all__ = [
     "resolve_config",
 ]
 
-ALGORITHMS = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
+# The choice lists the CLI offers. The registries that implement them (fedtrain.data, fedtrain.models,
+# fedtrain.partition) import or are tested against these names, so this torch-free module is the one place
+# a new name is added.
+DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic")
+MODEL_NAMES: tuple[str, ...] = ("cnn", "mlp", "resnet18-gn")
+PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
+ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
+OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
+SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 
@@ -105,8 +118,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
+        need(self.dataset in DATASETS, f"Unknown dataset {self.dataset!r}. Available datasets: {', '.join(DATASETS)}.")
+        need(self.model in MODEL_NAMES, f"Unknown model {self.model!r}. Available models: {', '.join(sorted(MODEL_NAMES))}.")
+        need(self.partition in PARTITION_SCHEMES,
+             f"Unknown partition scheme {self.partition!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
         need(self.algorithm in ALGORITHMS, f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
-        need(self.swa_collect in ("end", "reference"), f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
+        need(self.swa_collect in SWA_COLLECT_MODES, f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "num_clients", "eval_every", "last_k", "swa_c"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {getattr(self, name)!r}.")
         for name in ("eval_last", "checkpoint_every"):
@@ -185,14 +202,6 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's CIFAR-10 setting (fedsam.md §2.3-2.5): 100 clients x 500, K=5, E=1, B=64, lr 0.01, wd 4e-4,
-    # 10,000 rounds, evaluation every 100 rounds and at each of the last 100, "final" = mean of the last 100.
-    "paper-cifar10": dict(
-        dataset="cifar10", model="cnn", partition="dirichlet", alpha=0.0, num_clients=100, samples_per_client=500,
-        rounds=10_000, clients_per_round=5, local_epochs=1, batch_size=64, lr=0.01, weight_decay=4e-4,
-        momentum=0.0, eta=0.2, swa_c=10, swa_lr=1e-4, swa_start=0.75, eval_every=100, eval_last=100, last_k=100,
-        checkpoint_every=100,
-    ),
     # Real Fashion-MNIST, the paper's CNN on 1x28x28, one class per client (alpha 0), sized for ~1-1.5 min of
     # FedAvg on 2 CPU cores: 80 rounds x 10 clients x 3 steps of 32 (see bench/bench_train.py for a round's cost).
     # lr 0.05 (not 0.01) because 80 rounds is a tiny budget; reaches ~55% test accuracy at alpha 0 (random: 10%).
@@ -201,6 +210,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         samples_per_client=96, rounds=80, clients_per_round=10, local_epochs=1, batch_size=32, lr=0.05,
         weight_decay=4e-4, momentum=0.0, eta=0.2, swa_c=5, swa_lr=1e-3, swa_start=0.75, eval_every=10,
         eval_last=5, last_k=5, checkpoint_every=10,
+    ),
+    # The paper's CIFAR-10 setting (fedsam.md §2.3-2.5): 100 clients x 500, K=5, E=1, B=64, lr 0.01, wd 4e-4,
+    # 10,000 rounds, evaluation every 100 rounds and at each of the last 100, "final" = mean of the last 100.
+    "paper-cifar10": dict(
+        dataset="cifar10", model="cnn", partition="dirichlet", alpha=0.0, num_clients=100, samples_per_client=500,
+        rounds=10_000, clients_per_round=5, local_epochs=1, batch_size=64, lr=0.01, weight_decay=4e-4,
+        momentum=0.0, eta=0.2, swa_c=10, swa_lr=1e-4, swa_start=0.75, eval_every=100, eval_last=100, last_k=100,
+        checkpoint_every=100,
     ),
 }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedtrain.config import DATASETS
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
 
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 
+# One entry per name of fedtrain.config.DATASETS in each table (tests/fedtrain/test_config.py checks).
 # Per-channel mean/std in [0, 1] units. CIFAR values are those of the FedSAM reference dataloaders;
 # (Fashion-)MNIST values are the usual training-set statistics.
 _NORMALISATION = {
@@ -45,7 +47,6 @@ _NORMALISATION = {
 }
 _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 _AUGMENTATION = {"fashion-mnist": "none", "mnist": "none", "cifar10": "crop-flip", "cifar100": "crop-flip", "synthetic": "none"}
-DATASETS: tuple[str, ...] = tuple(_NORMALISATION)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ class ResNet18GN(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
+# The registry behind fedtrain.config.MODEL_NAMES (tests/fedtrain/test_config.py checks they agree).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": LeNetCNN,
     "mlp": MLP,

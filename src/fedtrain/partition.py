@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedtrain.config import PARTITION_SCHEMES
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 from fedtrain.io import read_json, write_json
 
-__all__ = ["SCHEMES", "Partition", "make_partition", "build_partition", "save_partition", "load_partition"]
+__all__ = ["Partition", "make_partition", "build_partition", "save_partition", "load_partition"]
 
-SCHEMES = ("dirichlet", "iid", "dirichlet-class")
 ARTIFACT_FORMAT = "fedlandscape.partition"
 _MAX_CLASS_SPLIT_TRIES = 100
 
@@ -144,8 +144,8 @@ def make_partition(
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    if scheme not in SCHEMES:
-        raise ConfigError(f"Unknown partition scheme {scheme!r}. Available schemes: {', '.join(SCHEMES)}.")
+    if scheme not in PARTITION_SCHEMES:
+        raise ConfigError(f"Unknown partition scheme {scheme!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
     if num_clients < 1:
         raise ConfigError(f"The number of clients must be >= 1, got {num_clients}.")
     if scheme != "iid":

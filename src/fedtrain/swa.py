@@ -27,9 +27,9 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["COLLECT_MODES", "cyclic_lr", "starts_swa_model", "collects", "swa_average"]
+from fedtrain.config import SWA_COLLECT_MODES
 
-COLLECT_MODES = ("end", "reference")
+__all__ = ["cyclic_lr", "starts_swa_model", "collects", "swa_average"]
 
 
 def cyclic_lr(round: int, *, lr: float, swa_lr: float, cycle: int, start: int) -> float:
@@ -51,7 +51,7 @@ def collects(round: int, *, start: int, cycle: int, collect: str) -> bool:
         return round >= start and round % cycle == cycle - 1
     if collect == "reference":
         return round > start and (round - start) % cycle == 0
-    raise ValueError(f"collect must be one of {COLLECT_MODES}, got {collect!r}.")
+    raise ValueError(f"collect must be one of {SWA_COLLECT_MODES}, got {collect!r}.")
 
 
 def swa_average(

@@ -92,3 +92,44 @@ def test_the_resolved_rho_is_what_to_dict_records_and_from_dict_round_trips():
     assert TrainConfig(algorithm="fedasam").to_dict()["rho"] == 0.7
     with pytest.raises(ConfigError, match="Unknown training setting"):
         TrainConfig.from_dict({"rho_given": True})
+
+
+def test_the_choice_lists_agree_with_the_registries_that_implement_them():
+    from fedtrain import config, data, models, partition, swa
+    from fedtrain.client import ClientConfig
+
+    assert tuple(models.MODELS) == config.MODEL_NAMES
+    assert data.DATASETS is config.DATASETS
+    for table in (data._NORMALISATION, data._NUM_CLASSES, data._AUGMENTATION):
+        assert tuple(table) == config.DATASETS
+    assert partition.PARTITION_SCHEMES is config.PARTITION_SCHEMES
+    assert set(config.OPTIMIZERS) == {"sgd", "sam", "asam"} and ClientConfig(lr=1.0).optimizer in config.OPTIMIZERS
+    assert all(swa.collects(0, start=0, cycle=1, collect=mode) in (True, False) for mode in config.SWA_COLLECT_MODES)
+    with pytest.raises(ValueError, match="collect must be one of"):
+        swa.collects(0, start=0, cycle=1, collect="middle")
+    for name in config.PRESETS:
+        preset_config(name)
+    for field, names in (("dataset", config.DATASETS), ("model", config.MODEL_NAMES), ("partition", config.PARTITION_SCHEMES),
+                         ("algorithm", tuple(config.ALGORITHMS)), ("swa_collect", config.SWA_COLLECT_MODES)):
+        assert all(getattr(TrainConfig(**{field: name}), field) == name for name in names)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'. Available datasets: fashion-mnist"),
+        ({"model": "vgg"}, "Unknown model 'vgg'. Available models: cnn"),
+        ({"partition": "shards"}, "Unknown partition scheme 'shards'. Available schemes: dirichlet"),
+    ],
+)
+def test_unknown_names_are_refused_by_the_record(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**changes)
+
+
+def test_importing_the_config_and_the_cli_choices_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, fedtrain.config, fedtrain.errors; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
