@@ -1,12 +1,12 @@
-"""Loss surfaces: grid coordinates, the resumable grid computation, and the checkpoint-level entry point.
+"""The surface grid: its coordinates (around an origin, along a line, over a plane) and its chunked, resumable evaluation.
 
 A surface is the loss (and accuracy) at ``origin + a * axis_0 + b * axis_1`` for ``(a, b)`` on a grid
 (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets"), along filter-normalised random
-directions, top Hessian eigenvectors, the line between two checkpoints, or the plane through three
+directions, top Hessian eigenvectors, the line between two models, or the plane through three
 (Garipov et al. 2018). The grid is computed in fixed chunks of points, each chunk in one pass over
-in-memory data, so a saved partial grid is finished later with identical numbers.
+in-memory data, so a saved partial grid is finished later with identical numbers. Checkpoint files
+are :mod:`landscape.surface.api`'s business; nothing here reads or writes a file.
 """
-
 from __future__ import annotations
 
 import itertools
@@ -21,7 +21,7 @@ from fedtrain.errors import ConfigError
 from landscape.settings import SPLITS
 from landscape.surface.directions import Directions, directions_sha256
 from landscape.surface.evaluate import Evaluator
-from landscape.surface.record import Surface, value_key
+from landscape.surface.record import QUANTITIES, Surface, value_key
 
 __all__ = [
     "symmetric_coordinates",
@@ -134,17 +134,8 @@ def compute_surface(
         ConfigError: coordinates that do not match the directions, unknown splits, or a ``resume_from``
             of another grid.
     """
-    coordinates = [np.asarray(c, dtype=np.float64) for c in coordinates]
-    if len(coordinates) != directions.ndim:
-        raise ConfigError(f"{directions.ndim}-D directions need {directions.ndim} coordinate arrays, got {len(coordinates)}.")
-    if any(c.ndim != 1 or c.size == 0 or not np.isfinite(c).all() for c in coordinates):
-        raise ConfigError("Each coordinate array must be a non-empty 1-D array of finite numbers.")
-    if not data or any(split not in SPLITS for split in data):
-        raise ConfigError(f"data must map 'train' and/or 'test' to (inputs, labels); got {sorted(data)}.")
-    if points_per_pass < 1:
-        raise ConfigError(f"points_per_pass must be >= 1, got {points_per_pass}.")
+    coordinates = _checked_coordinates(directions, coordinates, data, points_per_pass)
     evaluator = Evaluator(model, batch_size=batch_size, method=method, bn=bn, recalibration_inputs=recalibration_inputs)  # type: ignore[arg-type]
-    shape = tuple(c.size for c in coordinates)
     meta = {
         **(metadata or {}),
         "kind": directions.kind,
@@ -157,31 +148,62 @@ def compute_surface(
         "method": method,
         "num_examples": {split: int(labels.shape[0]) for split, (_, labels) in data.items()},
     }
-    keys = [value_key(s, q, e) for s in data for q in ("loss", "acc") for e in (False, True)]
-    if resume_from is None:
-        values = {k: np.full(shape, np.nan) for k in keys}
-        done = np.zeros(shape, dtype=bool)
-    else:
-        _check_resumable(resume_from, coordinates, keys)
-        values = {k: resume_from.values[k].copy() for k in keys}
-        done = resume_from.done.copy()
+    values, done = _starting_values(coordinates, list(data), resume_from)
     ys = coordinates[1] if len(coordinates) == 2 else None
     points = _grid(coordinates)
     flat_done = done.reshape(-1)
     for start in range(0, len(points), points_per_pass):
-        chunk = range(start, min(start + points_per_pass, len(points)))
-        if flat_done[chunk.start : chunk.stop].all():
+        chunk = slice(start, min(start + points_per_pass, len(points)))
+        if flat_done[chunk].all():
             continue
-        params = [directions.point(points[p]) for p in chunk]
-        for split, (inputs, labels) in data.items():
-            stats = evaluator.evaluate(params, inputs, labels)
-            for quantity, mean, stderr in (("loss", stats.loss, stats.loss_stderr), ("acc", stats.acc, stats.acc_stderr)):
-                values[value_key(split, quantity)].reshape(-1)[chunk.start : chunk.stop] = mean
-                values[value_key(split, quantity, True)].reshape(-1)[chunk.start : chunk.stop] = stderr
-        flat_done[chunk.start : chunk.stop] = True
+        _evaluate_chunk(evaluator, [directions.point(p) for p in points[chunk]], data, values, chunk)
+        flat_done[chunk] = True
         if on_chunk is not None:
             on_chunk(Surface(coordinates[0], ys, {k: v.copy() for k, v in values.items()}, done.copy(), {**meta, "complete": bool(done.all())}))
     return Surface(coordinates[0], ys, values, done, {**meta, "complete": True})
+
+
+def _checked_coordinates(
+    directions: Directions, coordinates: Sequence[np.ndarray], data: Mapping[str, Any], points_per_pass: int
+) -> list[np.ndarray]:
+    """The coordinates as float64 arrays, after checking they, the data and the chunk size fit together."""
+    coordinates = [np.asarray(c, dtype=np.float64) for c in coordinates]
+    if len(coordinates) != directions.ndim:
+        raise ConfigError(f"{directions.ndim}-D directions need {directions.ndim} coordinate arrays, got {len(coordinates)}.")
+    if any(c.ndim != 1 or c.size == 0 or not np.isfinite(c).all() for c in coordinates):
+        raise ConfigError("Each coordinate array must be a non-empty 1-D array of finite numbers.")
+    if not data or any(split not in SPLITS for split in data):
+        raise ConfigError(f"data must map 'train' and/or 'test' to (inputs, labels); got {sorted(data)}.")
+    if points_per_pass < 1:
+        raise ConfigError(f"points_per_pass must be >= 1, got {points_per_pass}.")
+    return coordinates
+
+
+def _starting_values(
+    coordinates: Sequence[np.ndarray], splits: Sequence[str], resume_from: Surface | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Value arrays and done mask to fill in: all NaN and not done, or copies of a partial surface's."""
+    keys = [value_key(s, q, e) for s in splits for q in QUANTITIES for e in (False, True)]
+    if resume_from is None:
+        shape = tuple(c.size for c in coordinates)
+        return {k: np.full(shape, np.nan) for k in keys}, np.zeros(shape, dtype=bool)
+    _check_resumable(resume_from, coordinates, keys)
+    return {k: resume_from.values[k].copy() for k in keys}, resume_from.done.copy()
+
+
+def _evaluate_chunk(
+    evaluator: Evaluator,
+    params: Sequence[Mapping[str, Tensor]],
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    values: dict[str, np.ndarray],
+    chunk: slice,
+) -> None:
+    """Evaluate one chunk's points on every split and write means and standard errors at ``chunk`` of ``values``."""
+    for split, (inputs, labels) in data.items():
+        stats = evaluator.evaluate(params, inputs, labels)
+        for quantity, mean, stderr in (("loss", stats.loss, stats.loss_stderr), ("acc", stats.acc, stats.acc_stderr)):
+            values[value_key(split, quantity)].reshape(-1)[chunk] = mean
+            values[value_key(split, quantity, True)].reshape(-1)[chunk] = stderr
 
 
 def _check_resumable(partial: Surface, coordinates: Sequence[np.ndarray], keys: Sequence[str]) -> None:
