@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from fedtrain.client import ClientUpdate
+from fedtrain.errors import ConfigError
 
 __all__ = ["aggregate"]
 
@@ -25,13 +26,17 @@ def aggregate(updates: Sequence[ClientUpdate]) -> dict[str, torch.Tensor]:
         The mean delta, one tensor per state-dict entry.
 
     Raises:
-        ValueError: no updates, or a total of zero samples.
+        ValueError: no updates.
+        ConfigError: the clients hold zero samples in total.
     """
     if not updates:
         raise ValueError("aggregate() needs at least one client update.")
     total = sum(u.num_examples for u in updates)
     if total <= 0:
-        raise ValueError("aggregate() needs clients with at least one training sample in total.")
+        raise ConfigError(
+            "aggregate() needs clients with at least one training sample in total; every sampled client is empty. "
+            "Use a partition without empty clients (another scheme, a larger alpha or fewer clients)."
+        )
     mean: dict[str, torch.Tensor] = {}
     for name, first in updates[0].delta.items():
         if not first.is_floating_point():

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from fedtrain.batchnorm import frozen_statistics
 from fedtrain.config import OPTIMIZERS
 from fedtrain.data import augment_batch
-from fedtrain.errors import LandscapeError
+from fedtrain.errors import ConfigError, LandscapeError
 from fedtrain.sam import SAM
 
 __all__ = ["ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "client_update"]
@@ -107,6 +107,7 @@ def client_update(
         unperturbed weights (the first pass for SAM/ASAM), as the reference logs it.
 
     Raises:
+        ConfigError: an unknown ``cfg.optimizer``.
         NonFiniteLossError: a mini-batch loss was NaN or infinite.
     """
     worker.load_state_dict(global_state)
@@ -118,7 +119,7 @@ def client_update(
     if cfg.optimizer in ("sam", "asam"):
         sam = SAM(named, base, rho=cfg.rho, adaptive=cfg.optimizer == "asam", eta=cfg.eta)
     elif cfg.optimizer != "sgd":
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}.")
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}.")
 
     loss_sum = torch.zeros((), dtype=torch.float64)
     steps = 0

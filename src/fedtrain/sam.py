@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from fedtrain.errors import ConfigError
+
 __all__ = ["NORM_EPS", "sam_epsilon", "asam_epsilon", "weight_mask", "SAM"]
 
 NORM_EPS = 1e-16  # added to the norm, as in the reference code, so a zero gradient gives a zero step
@@ -94,7 +96,7 @@ class SAM:
         eta: ASAM's offset (ignored by SAM).
 
     Raises:
-        ValueError: ``rho < 0`` or ``eta < 0``.
+        ConfigError: ``rho < 0`` or ``eta < 0``.
     """
 
     def __init__(
@@ -107,9 +109,9 @@ class SAM:
         eta: float = 0.0,
     ) -> None:
         if rho < 0:
-            raise ValueError(f"rho must be >= 0, got {rho}.")
+            raise ConfigError(f"rho must be >= 0, got {rho}. SAM/ASAM need a non-negative radius (0 is plain SGD).")
         if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}.")
+            raise ConfigError(f"eta must be >= 0, got {eta}. ASAM needs a non-negative offset in T = |w| + eta.")
         self.names = [name for name, _ in named_params]
         self.params = [param for _, param in named_params]
         self.mask = weight_mask(self.names)

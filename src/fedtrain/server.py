@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from fedtrain._seeds import derived_generator
+from fedtrain.errors import ConfigError
 
 __all__ = ["ServerState", "select_clients", "server_update"]
 
@@ -52,10 +53,13 @@ def select_clients(seed: int, round: int, num_clients: int, k: int) -> list[int]
     sees the same client sequence, and the choice needs no saved random state to resume.
 
     Raises:
-        ValueError: ``k`` is not in ``1..num_clients``.
+        ConfigError: ``k`` is not in ``1..num_clients``.
     """
     if not 1 <= k <= num_clients:
-        raise ValueError(f"clients per round must be between 1 and the number of clients ({num_clients}), got {k}.")
+        raise ConfigError(
+            f"clients per round must be between 1 and the number of clients ({num_clients}), got {k}. "
+            "Lower --clients-per-round or raise --num-clients."
+        )
     generator = derived_generator(seed, "select-clients", round)
     return sorted(torch.randperm(num_clients, generator=generator)[:k].tolist())
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from fedtrain.config import SWA_COLLECT_MODES
+from fedtrain.errors import ConfigError
 
 __all__ = ["cyclic_lr", "starts_swa_model", "collects", "swa_average"]
 
@@ -46,12 +47,16 @@ def starts_swa_model(round: int, *, start: int, collect: str) -> bool:
 
 
 def collects(round: int, *, start: int, cycle: int, collect: str) -> bool:
-    """Whether the global model after round ``round`` is averaged into the SWA model."""
+    """Whether the global model after round ``round`` is averaged into the SWA model.
+
+    Raises:
+        ConfigError: ``collect`` is not one of :data:`fedtrain.config.SWA_COLLECT_MODES`.
+    """
     if collect == "end":
         return round >= start and round % cycle == cycle - 1
     if collect == "reference":
         return round > start and (round - start) % cycle == 0
-    raise ValueError(f"collect must be one of {SWA_COLLECT_MODES}, got {collect!r}.")
+    raise ConfigError(f"collect must be one of {', '.join(SWA_COLLECT_MODES)}, got {collect!r}.")
 
 
 def swa_average(

@@ -5,6 +5,7 @@ import torch
 
 from fedtrain.aggregate import aggregate
 from fedtrain.client import ClientUpdate
+from fedtrain.errors import ConfigError
 
 
 def test_weighted_by_client_sizes_with_unequal_clients():
@@ -29,3 +30,9 @@ def test_integer_entries_are_copied_not_averaged():
 def test_no_updates_is_refused():
     with pytest.raises(ValueError, match="at least one client update"):
         aggregate([])
+
+
+def test_clients_without_samples_are_a_configuration_error():
+    empty = ClientUpdate(delta={"w": torch.zeros(2)}, num_examples=0)
+    with pytest.raises(ConfigError, match="every sampled client is empty"):
+        aggregate([empty, empty])

@@ -5,6 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from fedtrain.client import ClientConfig, ClientShard, NonFiniteLossError, client_update
+from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
 
 
@@ -84,3 +85,9 @@ def test_sam_clients_count_each_step_once_in_batchnorm_statistics():
     update = client_update(net, global_state, _shard(), cfg, torch.Generator().manual_seed(0))
     assert int(update.delta["2.num_batches_tracked"]) == update.metrics["steps"] == 3  # the perturbed pass is not counted
     assert net[2].momentum == 0.1  # restored after every second pass
+
+
+def test_an_unknown_local_optimizer_is_a_configuration_error():
+    global_state = {k: v.clone() for k, v in _model().state_dict().items()}
+    with pytest.raises(ConfigError, match="optimizer must be one of sgd, sam, asam, got 'adam'"):
+        client_update(_model(), global_state, _shard(), ClientConfig(lr=0.1, optimizer="adam"), torch.Generator().manual_seed(0))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedtrain.errors import ConfigError
 from fedtrain.sam import SAM, asam_epsilon, sam_epsilon, weight_mask
 
 
@@ -121,3 +122,12 @@ def test_state_dict_round_trips_the_momentum_buffers():
     buffers = [s["momentum_buffer"] for s in other.base.state_dict()["state"].values()]
     expected = [s["momentum_buffer"] for s in sam.base.state_dict()["state"].values()]
     assert len(buffers) == 2 and all(torch.equal(a, b) for a, b in zip(buffers, expected))
+
+
+def test_a_negative_radius_or_offset_is_a_configuration_error():
+    param = torch.nn.Parameter(torch.ones(2))
+    base = torch.optim.SGD([param], lr=0.1)
+    with pytest.raises(ConfigError, match=r"rho must be >= 0, got -1.*non-negative radius"):
+        SAM([("w", param)], base, rho=-1.0)
+    with pytest.raises(ConfigError, match=r"eta must be >= 0, got -0.5.*non-negative offset"):
+        SAM([("w", param)], base, rho=0.1, adaptive=True, eta=-0.5)

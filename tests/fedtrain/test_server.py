@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fedtrain.errors import ConfigError
 from fedtrain.server import ServerState, select_clients, server_update
 
 
@@ -38,3 +39,8 @@ def test_server_momentum_follows_torch_sgd_on_the_pseudo_gradient():
         state = server_update(state, {"w": delta}, server_lr=0.7, server_momentum=0.9)
     assert torch.allclose(state.params["w"], w.detach(), atol=1e-7)
     assert torch.allclose(state.momentum["w"], opt.state[w]["momentum_buffer"], atol=1e-7)
+
+
+def test_impossible_k_is_a_configuration_error_that_names_the_flags():
+    with pytest.raises(ConfigError, match="got 0. Lower --clients-per-round or raise --num-clients"):
+        select_clients(0, 0, 4, 0)

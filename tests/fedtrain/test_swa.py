@@ -1,7 +1,9 @@
 """SWA: the cyclical lr, when models are collected (end of cycle vs the reference's point), the running mean."""
 
+import pytest
 import torch
 
+from fedtrain.errors import ConfigError
 from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
 
 
@@ -37,3 +39,8 @@ def test_first_collection_overwrites_the_reference_copy():
     swa, count = swa_average(copy, 0, {"w": torch.tensor([1.0])})
     assert count == 1 and torch.equal(swa["w"], torch.tensor([1.0]))
 
+
+
+def test_an_unknown_collection_mode_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="collect must be one of end, reference, got 'middle'"):
+        collects(3, start=0, cycle=2, collect="middle")
