@@ -34,6 +34,7 @@ from fedtrain.config import preset_config
 from fedtrain.data import load_dataset
 from fedtrain.models import build_model
 from fedtrain.partition import make_partition
+from fedtrain.round import client_generator
 from fedtrain.run import train
 from fedtrain.sam import asam_epsilon, sam_epsilon, weight_mask
 from fedtrain.server import select_clients
@@ -56,7 +57,7 @@ def bare_rounds(config, dataset, shards, model) -> list[float]:
         for k in select_clients(config.seed, t, config.num_clients, config.clients_per_round):
             opt = torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum)
             cfg = ClientConfig(lr=config.lr, batch_size=config.batch_size, local_epochs=config.local_epochs)
-            for x, y in _batches(shards[k], cfg, derived_generator(config.seed, "client", t, k)):
+            for x, y in _batches(shards[k], cfg, client_generator(config.seed, t, k)):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
                 if config.optimizer != "sgd":
