@@ -28,3 +28,26 @@ def test_dense_hessian_is_symmetric_and_refused_above_the_limit():
     assert torch.equal(hessian, hessian.T)
     with pytest.raises(ConfigError, match="refused above max_params=10"):
         dense_hessian(case.model(), torch.nn.functional.cross_entropy, case.batches(), max_params=10)
+
+
+def test_the_oracle_shares_no_code_with_what_it_checks():
+    import ast
+    from pathlib import Path
+
+    import landscape.hessian.exact as exact
+
+    tree = ast.parse(Path(exact.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name and name.startswith("landscape")}
+
+
+def test_the_oracle_needs_a_batch_and_leaves_the_model_alone():
+    case = MODEL_CASES[1]
+    model = case.model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dense_hessian(model, torch.nn.functional.cross_entropy, case.batches(), dtype=torch.float32)
+    assert model.training and next(model.parameters()).dtype == torch.float64
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="at least one"):
+        dense_hessian(model, torch.nn.functional.cross_entropy, [])
