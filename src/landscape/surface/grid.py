@@ -41,9 +41,8 @@ def symmetric_coordinates(range: float, steps: int) -> np.ndarray:  # noqa: A002
         ConfigError: ``range <= 0`` or ``steps < 2``.
     """
     if not range > 0 or not np.isfinite(range):
-        raise ConfigError(f"The range must be a positive number, got {range}. Use e.g. --range 1.0 (Li et al.'s default).")
-    if steps < 2:
-        raise ConfigError(f"A grid needs at least 2 steps per axis, got {steps}. Use e.g. --steps 21.")
+        raise ConfigError(f"The range must be a positive number, got {range}. Use e.g. 1.0 (Li et al.'s default).")
+    _check_axis(steps)
     numerators = 2.0 * np.arange(steps) - (steps - 1)
     return range * numerators / (steps - 1)
 
@@ -57,10 +56,7 @@ def interpolation_coordinates(steps: int, margin: float = 0.5) -> np.ndarray:
     Raises:
         ConfigError: ``steps < 2`` or a negative margin.
     """
-    if steps < 2:
-        raise ConfigError(f"An interpolation needs at least 2 steps, got {steps}.")
-    if not margin >= 0:
-        raise ConfigError(f"The margin must be >= 0, got {margin}.")
+    _check_axis(steps, margin)
     intervals = max(1, round((steps - 1) / (1 + 2 * margin)))
     before = min(round(margin * intervals), steps - 1 - intervals)  # keep B (index before + m) on the grid
     return (np.arange(steps) - before) / intervals
@@ -72,10 +68,7 @@ def plane_coordinates(model_coordinates: Sequence[Sequence[float]], steps: int, 
     Raises:
         ConfigError: ``steps < 2`` or a negative margin.
     """
-    if steps < 2:
-        raise ConfigError(f"A grid needs at least 2 steps per axis, got {steps}.")
-    if not margin >= 0:
-        raise ConfigError(f"The margin must be >= 0, got {margin}.")
+    _check_axis(steps, margin)
     points = np.asarray(model_coordinates, dtype=np.float64)
     axes = []
     for column in points.T:
@@ -83,6 +76,14 @@ def plane_coordinates(model_coordinates: Sequence[Sequence[float]], steps: int, 
         pad = margin * (high - low)
         axes.append(np.linspace(low - pad, high + pad, steps))
     return axes[0], axes[1]
+
+
+def _check_axis(steps: int, margin: float = 0.0) -> None:
+    """The preconditions of every axis (the settings record checks the same for users; this guards direct calls)."""
+    if steps < 2:
+        raise ConfigError(f"A grid needs at least 2 steps per axis, got {steps}.")
+    if not margin >= 0:
+        raise ConfigError(f"The margin must be >= 0, got {margin}.")
 
 
 def _grid(coordinates: Sequence[np.ndarray]) -> list[tuple[float, ...]]:

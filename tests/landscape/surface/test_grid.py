@@ -12,7 +12,7 @@ from torch import nn
 from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
 from landscape.surface.directions import directions_from_vectors, random_directions
-from landscape.surface.grid import compute_surface, interpolation_coordinates, symmetric_coordinates
+from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
 from tests.landscape.surface.cases import mlp, params_of
 
 
@@ -21,6 +21,17 @@ def test_symmetric_coordinates_are_exact():
     assert x[10] == 0.0 and np.array_equal(x, -x[::-1]) and x[0] == -1.0 and x[-1] == 1.0
     t = interpolation_coordinates(21, margin=0.5)
     assert 0.0 in t and 1.0 in t and t[0] == -0.5 and t[-1] == 1.5
+
+
+def test_coordinates_refuse_degenerate_axes_when_called_without_a_settings_record():
+    with pytest.raises(ConfigError, match="range must be a positive number"):
+        symmetric_coordinates(0.0, 21)
+    for call in (lambda: symmetric_coordinates(1.0, 1), lambda: interpolation_coordinates(1),
+                 lambda: plane_coordinates([[0, 0], [1, 0], [0, 1]], 1)):
+        with pytest.raises(ConfigError, match="at least 2 steps"):
+            call()
+    with pytest.raises(ConfigError, match="margin must be >= 0"):
+        plane_coordinates([[0, 0], [1, 0], [0, 1]], 3, margin=-0.1)
 
 
 def test_centre_equals_the_plain_loss_exactly(synthetic):
