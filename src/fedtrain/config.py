@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ __all__ = [
     "SWA_COLLECT_MODES",
     "PRESETS",
     "SWA_FIELDS",
+    "DEVICE_SPEC",
+    "check_device_spec",
     "TrainConfig",
     "preset_config",
     "load_config_file",
@@ -42,6 +45,18 @@ OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
+
+
+def check_device_spec(spec: object) -> str:
+    """``spec`` itself when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not isinstance(spec, str) or DEVICE_SPEC.fullmatch(spec) is None:
+        raise ConfigError(f"device (--device) must be auto, cpu, cuda or cuda:N (N a GPU index), got {spec!r}.")
+    return spec
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from fedtrain.config import check_device_spec
 from fedtrain.errors import ConfigError
 
 __all__ = [
-    "DEVICE_SPEC",
-    "check_device_spec",
     "resolve_device",
     "device_record",
     "deterministic_algorithms",
@@ -30,20 +28,8 @@ __all__ = [
     "to_cpu",
 ]
 
-DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
 # cuBLAS needs a fixed workspace to give repeatable sums (CUDA docs, "Results reproducibility").
 _CUBLAS_WORKSPACE = ":4096:8"
-
-
-def check_device_spec(spec: object) -> str:
-    """``spec`` itself when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        ConfigError: anything else.
-    """
-    if not isinstance(spec, str) or DEVICE_SPEC.fullmatch(spec) is None:
-        raise ConfigError(f"device (--device) must be auto, cpu, cuda or cuda:N (N a GPU index), got {spec!r}.")
-    return spec
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

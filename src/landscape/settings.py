@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from fedtrain.config import check_device_spec
 from fedtrain.errors import ConfigError
 
 __all__ = [
@@ -87,6 +88,8 @@ class HessianSettings:
         seed: the seed of every random choice above.
         weights: which model of a checkpoint (``auto``: SWA when present).
         backend: ``fedlandscape`` or ``pyhessian`` (PyHessian 0.1 on the same inputs, for cross-checks).
+        device: where the model, the data subset and the vectors live: ``auto`` (CUDA when available),
+            ``cpu``, ``cuda`` or ``cuda:N`` (resolved by :func:`fedtrain.device.resolve_device`).
     """
 
     split: str = "train"
@@ -104,8 +107,10 @@ class HessianSettings:
     seed: int = 0
     weights: str = "auto"
     backend: str = "fedlandscape"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_device_spec(self.device)
         _need(self.split in SPLITS, f"split must be 'train' or 'test' (--split), got {self.split!r}.")
         _choice("weights", self.weights, WEIGHTS)
         _choice("backend", self.backend, HESSIAN_BACKENDS)
@@ -151,6 +156,8 @@ class SurfaceSettings:
         batch_size: samples per forward pass.
         points_per_pass: grid points per pass over the data (also the unit of saving).
         method: evaluate a chunk's points one by one (``loop``) or vectorised (``vmap``).
+        device: where the models, the data and the grid evaluation live: ``auto`` (CUDA when available),
+            ``cpu``, ``cuda`` or ``cuda:N`` (resolved by :func:`fedtrain.device.resolve_device`).
     """
 
     directions: str = "random"
@@ -167,8 +174,10 @@ class SurfaceSettings:
     batch_size: int = 64
     points_per_pass: int = 8
     method: str = "loop"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_device_spec(self.device)
         splits = (self.splits,) if isinstance(self.splits, str) else tuple(dict.fromkeys(self.splits))
         object.__setattr__(self, "splits", splits)
         _need(bool(splits) and all(s in SPLITS for s in splits), f"splits must be 'train' and/or 'test', got {splits!r}.")

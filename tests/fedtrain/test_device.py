@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedtrain.device import check_device_spec, deterministic_algorithms, device_record, resolve_device, to_cpu
+from fedtrain.config import check_device_spec
+from fedtrain.device import deterministic_algorithms, device_record, resolve_device, to_cpu
 from fedtrain.errors import ConfigError
 
 
