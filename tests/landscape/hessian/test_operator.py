@@ -8,22 +8,47 @@ import pytest
 import torch
 from torch import nn
 
+from fedtrain.errors import ConfigError
+
 from landscape.hessian.exact import dense_hessian
 from landscape.hessian.analysis import cross_entropy
 from landscape.hessian.operator import DenseOperator, HessianOperator, as_operator, split_batches
 from tests.landscape.hessian.cases import MODEL_CASES, MODEL_IDS, single_threaded  # noqa: F401 (autouse fixture)
 
 
+@pytest.mark.parametrize("matmat_method", ["loop", "batched"])
 @pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
 @pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])
 @pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)
-def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph):
-    operator = case.operator(method=method, cache_graph=cache_graph)
+def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph, matmat_method):
+    operator = case.operator(method=method, cache_graph=cache_graph, matmat_method=matmat_method)
     assert operator.cache_graph is cache_graph
     exact = dense_hessian(case.model(), cross_entropy, case.batches())
     V = torch.randn(operator.dim, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(operator.matmat(V), exact @ V, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(operator.matvec(V[:, 0]), exact @ V[:, 0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
+@pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])
+def test_batched_matmat_makes_one_pass_over_the_data_and_equals_the_loop(method, cache_graph):
+    case = MODEL_CASES[1]
+    loop = case.operator(method=method, cache_graph=cache_graph, matmat_method="loop")
+    batched = case.operator(method=method, cache_graph=cache_graph, matmat_method="batched")
+    calls = {"hvp": 0, "graph": 0}
+    hvp, first_order_graph = batched.hvp, batched._first_order_graph
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    batched.hvp, batched._first_order_graph = counted("hvp", hvp), counted("graph", first_order_graph)
+    V = torch.randn(loop.dim, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(batched.matmat(V), loop.matmat(V), rtol=1e-12, atol=1e-14)
+    passes = 0 if cache_graph else len(case.batch_sizes)  # the cached graphs were built with the operator
+    assert calls == ({"hvp": passes, "graph": 0} if method == "fwd-rev" and not cache_graph else {"hvp": 0, "graph": passes})
 
 
 def test_batches_are_weighted_by_their_sample_counts():
@@ -97,6 +122,10 @@ def test_bad_arguments_are_refused():
     operator = case.operator()
     with pytest.raises(ValueError, match="matvec expects a vector of shape"):
         operator.matvec(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="matmat expects a matrix of shape"):
+        operator.matmat(torch.ones(operator.dim, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="matmat_method must be one of loop, batched"):
+        case.operator(matmat_method="vmap")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         split_batches(torch.ones(2), torch.ones(2), 0)
 
