@@ -22,7 +22,7 @@ from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_bytes
 from landscape.hessian.density import density_slq
-from landscape.hessian.lanczos import top_eigenpairs
+from landscape.hessian.lanczos import flatness_ratio, top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 from landscape.settings import HessianSettings
@@ -65,7 +65,7 @@ def hessian_eigenvectors(
     """
     operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
     pairs = top_eigenpairs(operator, top_k, tol=tol, generator=torch.Generator().manual_seed(seed))
-    vectors = [operator.vector_to_params(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
+    vectors = [operator.unflatten(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
     return [float(v) for v in pairs.values], vectors
 
 
@@ -102,10 +102,8 @@ class HessianReport:
 
     @property
     def ratio(self) -> float | None:
-        """``lambda_1 / lambda_k``."""
-        if not self.eigenvalues or self.eigenvalues[-1] == 0:
-            return None
-        return self.eigenvalues[0] / self.eigenvalues[-1]
+        """:func:`~landscape.hessian.lanczos.flatness_ratio` of the eigenvalues."""
+        return flatness_ratio(self.eigenvalues)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,7 +191,7 @@ def analyze_model(
         verified=pairs.verified,
     )
     if keep_eigenvectors:
-        report.eigenvectors = [operator.vector_to_params(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
+        report.eigenvectors = [operator.unflatten(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
     return report
 
 
@@ -201,12 +199,13 @@ def _analysis_config(settings: HessianSettings, num_examples: int) -> dict[str, 
     """``report.config`` of :func:`analyze_model`: the settings that shape the numbers, and the run facts.
 
     ``split``, ``weights`` and ``seed`` describe a checkpoint's data and model (:func:`analyze_checkpoint`
-    records them as ``split``, the weights used and ``subset_seed``); ``num_examples`` is the number of
-    samples actually used. The key order is that of the JSON files written so far.
+    records them as ``split``, the weights used and ``subset_seed``); ``device`` is not recorded (the
+    JSON keeps the keys it had before the setting existed); ``num_examples`` is the number of samples
+    actually used. The key order is that of the JSON files written so far.
     """
     values = settings.to_dict()
-    for name in ("split", "weights", "seed", "backend"):
-        del values[name]
+    for name in ("split", "weights", "seed", "backend", "device"):
+        values.pop(name, None)
     return {
         "backend": settings.backend, **values, "num_examples": num_examples, "seeds": settings.seeds,
         "bn_mode": "eval", "loss": "cross-entropy (mean)", "versions": library_versions(),
@@ -216,7 +215,7 @@ def _analysis_config(settings: HessianSettings, num_examples: int) -> dict[str, 
 def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings,
                             config: dict[str, Any]) -> HessianReport:
     from landscape.hessian.peers import pyhessian_analysis
-    from landscape.hessian.density import smooth_density
+    from landscape.hessian.density import default_bandwidth, smooth_density
 
     out = pyhessian_analysis(
         model, inputs, labels, top_k=settings.top_k, tol=settings.tol, trace=settings.trace,
@@ -226,9 +225,9 @@ def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, se
     density_out = out["density"]
     if density_out is not None:
         nodes, weights = torch.tensor(density_out["nodes"]), torch.tensor(density_out["weights"])
-        spread = float(nodes.max() - nodes.min()) or 1.0
-        grid, values = smooth_density(nodes, weights, bandwidth=spread / 200)
-        density_out = {**density_out, "grid": grid, "values": values, "bandwidth": spread / 200}
+        bandwidth = default_bandwidth(nodes)
+        grid, values = smooth_density(nodes, weights, bandwidth=bandwidth)
+        density_out = {**density_out, "grid": grid, "values": values, "bandwidth": bandwidth}
     hvps = dict(out["hvps"])
     hvps["total"] = sum(hvps.values())
     seconds = dict(out["seconds"])

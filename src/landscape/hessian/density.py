@@ -18,7 +18,7 @@ from landscape.hessian.krylov import LanczosBasis
 from landscape.hessian.operator import LinearOperator, as_operator
 from landscape.hessian.trace import random_probes
 
-__all__ = ["SpectralDensity", "density_slq", "smooth_density"]
+__all__ = ["SpectralDensity", "density_slq", "smooth_density", "default_bandwidth"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ class SpectralDensity:
             "bandwidth": self.bandwidth,
             "num_matvecs": self.num_matvecs,
         }
+
+
+def default_bandwidth(nodes: Tensor) -> float:
+    """The kernel width of every smoothed density: ``(max - min) / 200`` of the nodes.
+
+    A spread of zero (all nodes equal) falls back to ``1e-3 max(|node|, 1)``. PyHessian uses
+    ``sqrt(1e-5 max(1, range))`` instead, which blurs the outliers of a wide spectrum.
+    """
+    spread = float(nodes.max() - nodes.min())
+    return spread / 200 if spread > 0 else max(abs(float(nodes.max())), 1.0) * 1e-3
 
 
 def smooth_density(nodes: Tensor, weights: Tensor, *, bandwidth: float, grid_size: int = 1000) -> tuple[Tensor, Tensor]:
@@ -100,8 +110,7 @@ def density_slq(
         num_probes: number of Rademacher probes (>= 1; 10 by default, PyHessian uses 1).
         num_steps: Lanczos steps per probe (capped at the dimension).
         generator: source of the probes.
-        bandwidth: Gaussian kernel standard deviation; default ``(max - min) / 200`` of the nodes
-            (PyHessian: ``sqrt(1e-5 max(1, range))``).
+        bandwidth: Gaussian kernel standard deviation; default :func:`default_bandwidth`.
         grid_size: number of grid points of the smoothed density.
 
     Returns:
@@ -131,7 +140,6 @@ def density_slq(
         all_weights.append(weights)
     nodes, weights = torch.stack(all_nodes), torch.stack(all_weights)
     if bandwidth is None:
-        spread = float(nodes.max() - nodes.min())
-        bandwidth = spread / 200 if spread > 0 else max(abs(float(nodes.max())), 1.0) * 1e-3
+        bandwidth = default_bandwidth(nodes)
     grid, values = smooth_density(nodes, weights, bandwidth=bandwidth, grid_size=grid_size)
     return SpectralDensity(nodes=nodes, weights=weights, grid=grid, values=values, bandwidth=float(bandwidth), num_matvecs=used)

@@ -19,6 +19,7 @@ for Large Eigenvalue Problems*, §6.4 and §4.2 for deflation):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor
 from landscape.hessian.krylov import LanczosBasis, random_unit_vector
 from landscape.hessian.operator import LinearOperator, as_operator
 
-__all__ = ["Eigenpairs", "top_eigenpairs", "default_max_matvecs"]
+__all__ = ["Eigenpairs", "top_eigenpairs", "default_max_matvecs", "flatness_ratio"]
 
 # Absolute floor of the convergence threshold, relative to the largest Ritz value seen, so that
 # exactly-zero eigenvalues can converge.
@@ -59,9 +60,19 @@ class Eigenpairs:
     verified: bool = True
 
     @property
-    def ratio(self) -> float:
-        """``lambda_1 / lambda_k`` (the paper's flatness ratio for k = 5)."""
-        return float(self.values[0] / self.values[-1])
+    def ratio(self) -> float | None:
+        """:func:`flatness_ratio` of the eigenvalues."""
+        return flatness_ratio(self.values.tolist())
+
+
+def flatness_ratio(eigenvalues: Sequence[float]) -> float | None:
+    """``lambda_1 / lambda_k`` of eigenvalues in descending order (the paper's flatness ratio for k = 5).
+
+    ``None`` when there is no eigenvalue or ``lambda_k = 0``.
+    """
+    if not eigenvalues or eigenvalues[-1] == 0:
+        return None
+    return eigenvalues[0] / eigenvalues[-1]
 
 
 def default_max_matvecs(k: int) -> int:

@@ -195,30 +195,31 @@ class HessianOperator:
             yield batched_hvp(self.params, batch, tangents)
 
     def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
-        """Concatenate a parameter-shaped dict into one float64 vector (parameter order)."""
-        return torch.cat([tensors[name].reshape(-1).to(torch.float64) for name in self.params])
+        """Parameter-shaped tensors as one float64 vector of length ``dim`` (parameter order, row-major).
 
-    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
-        """Split a flat vector into a dict of parameter-shaped tensors in the compute dtype."""
+        Tensors with a leading axis of size ``k`` (``k`` parameter-shaped tensors stacked) give the
+        ``(dim, k)`` matrix whose columns they are; :meth:`unflatten` is the inverse.
+        """
+        pieces = []
+        for name, shape in self.shapes.items():
+            tensor = tensors[name]
+            pieces.append(tensor.reshape(*tensor.shape[: tensor.ndim - len(shape)], -1).to(torch.float64))
+        flat = torch.cat(pieces, dim=-1)
+        return flat.T if flat.ndim == 2 else flat
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """A flat vector as new parameter-shaped tensors in the compute dtype, keyed by parameter name.
+
+        A ``(dim, k)`` matrix gives its ``k`` columns stacked along a leading axis: ``(k, *shape)``
+        per parameter. The tensors never share memory with ``flat``.
+        """
         out, start = {}, 0
         for name, shape in self.shapes.items():
             size = shape.numel()
-            out[name] = vector[start : start + size].reshape(shape).to(self.dtype)
+            piece = flat[start : start + size].movedim(0, -1)
+            out[name] = piece.reshape(*piece.shape[:-1], *shape).to(self.dtype, copy=True)
             start += size
         return out
-
-    def _unflatten_columns(self, matrix: Tensor) -> dict[str, Tensor]:
-        """The columns of a ``(dim, k)`` matrix as ``{name: (k, *shape)}`` tensors in the compute dtype."""
-        out, start = {}, 0
-        for name, shape in self.shapes.items():
-            size = shape.numel()
-            out[name] = matrix[start : start + size].T.reshape(-1, *shape).to(self.dtype)
-            start += size
-        return out
-
-    def _flatten_columns(self, tensors: dict[str, Tensor]) -> Tensor:
-        """The inverse of :meth:`_unflatten_columns`, as a float64 ``(dim, k)`` matrix."""
-        return torch.cat([tensors[name].flatten(1).to(torch.float64) for name in self.params], dim=1).T
 
     def matvec(self, vector: Tensor) -> Tensor:
         """``H v`` for a flat vector ``v`` of length ``dim`` (float64 result): one pass over the data."""
@@ -244,13 +245,9 @@ class HessianOperator:
         if self.matmat_method == "loop":
             return torch.stack([self.matvec(matrix[:, j]) for j in range(matrix.shape[1])], dim=1)
         total = torch.zeros(self.dim, matrix.shape[1], dtype=torch.float64)
-        for products, count in zip(self._batch_matmats(self._unflatten_columns(matrix)), self.counts):
-            total += (count / self.num_examples) * self._flatten_columns(products)
+        for products, count in zip(self._batch_matmats(self.unflatten(matrix)), self.counts):
+            total += (count / self.num_examples) * self.flatten(products)
         return total
-
-    def vector_to_params(self, vector: Tensor) -> dict[str, Tensor]:
-        """A flat vector as a new dict keyed by parameter name, with the parameters' shapes, in the compute dtype."""
-        return {name: t.clone() for name, t in self.unflatten(vector).items()}
 
     def _check_deterministic(self) -> None:
         generator = torch.Generator().manual_seed(0)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from fedtrain.errors import ConfigError
+from landscape.hessian.trace import mean_and_stderr
 
 __all__ = ["pyhessian_analysis", "eigenthings_operator", "counting_hvps"]
 
@@ -104,9 +105,8 @@ def pyhessian_analysis(
                 result["eigenvalues"] = sorted((float(v) for v in out[0]), reverse=True)
             elif name == "trace":
                 samples = [float(s) for s in out]
-                mean = sum(samples) / len(samples)
-                var = sum((s - mean) ** 2 for s in samples) / max(len(samples) - 1, 1)
-                result["trace"] = {"estimate": mean, "stderr": (var / len(samples)) ** 0.5 if len(samples) > 1 else None,
+                mean, stderr = mean_and_stderr(samples)
+                result["trace"] = {"estimate": mean, "stderr": stderr if len(samples) > 1 else None,
                                    "method": "pyhessian-hutchinson", "num_matvecs": len(samples)}
             else:
                 result["density"] = {"nodes": out[0], "weights": out[1]}

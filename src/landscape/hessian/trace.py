@@ -7,15 +7,17 @@ the change of a running mean (the rule that lets PyHessian stop after two sample
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from fedtrain.errors import ConfigError
 from landscape.hessian.operator import LinearOperator, as_operator
 
-__all__ = ["TraceEstimate", "trace_hutchinson", "trace_hutchpp", "random_probes"]
+__all__ = ["TraceEstimate", "trace_hutchinson", "trace_hutchpp", "random_probes", "mean_and_stderr"]
 
 # Samples needed before a standard error is trusted for the half-width stopping rule.
 _MIN_SAMPLES = 10
@@ -64,10 +66,10 @@ def _sample_mean(op: LinearOperator, num_samples: int, generator: torch.Generato
         if basis is not None:
             probe = probe - basis @ (basis.T @ probe)
         samples.append(float(probe @ op.matvec(probe)))
-        if halfwidth is not None and len(samples) >= _MIN_SAMPLES and z * _stderr(samples) <= halfwidth:
+        if halfwidth is not None and len(samples) >= _MIN_SAMPLES and z * mean_and_stderr(samples)[1] <= halfwidth:
             break
-    mean = math.fsum(samples) / len(samples) if samples else 0.0
-    return mean, _stderr(samples), len(samples)
+    mean, stderr = mean_and_stderr(samples)
+    return mean, stderr, len(samples)
 
 
 def trace_hutchinson(
@@ -153,12 +155,21 @@ def trace_hutchpp(
     return TraceEstimate(estimate=exact_part + mean, stderr=stderr, num_matvecs=2 * sketch_size + used, method="hutch++")
 
 
-def _stderr(samples: list[float]) -> float:
-    if len(samples) < 2:
-        return float("nan")
+def mean_and_stderr(samples: Sequence[float]) -> tuple[float, float]:
+    """The sample mean and its standard error ``s / sqrt(n)`` (``s``: the unbiased standard deviation).
+
+    Sums are exact (``math.fsum``). The standard error is ``nan`` with fewer than two samples.
+
+    Raises:
+        ConfigError: no samples.
+    """
+    if not samples:
+        raise ConfigError("mean_and_stderr needs at least one sample.")
     mean = math.fsum(samples) / len(samples)
+    if len(samples) < 2:
+        return mean, float("nan")
     variance = math.fsum((s - mean) ** 2 for s in samples) / (len(samples) - 1)
-    return math.sqrt(variance / len(samples))
+    return mean, math.sqrt(variance / len(samples))
 
 
 def _z_score(confidence: float) -> float:

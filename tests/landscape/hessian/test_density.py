@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from landscape.hessian.density import density_slq, smooth_density
+from landscape.hessian.density import default_bandwidth, density_slq, smooth_density
 from landscape.hessian.exact import dense_hessian
 from landscape.hessian.analysis import cross_entropy
 from tests.landscape.hessian.cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
@@ -63,3 +63,12 @@ def test_bad_arguments_are_refused():
         density_slq(torch.eye(3), num_probes=0, generator=torch.Generator())
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         smooth_density(torch.zeros(1, 1), torch.ones(1, 1), bandwidth=0.0)
+
+
+def test_one_bandwidth_rule_for_slq_and_pyhessian_densities():
+    nodes = torch.tensor([[-1.0, 0.5, 3.0]], dtype=torch.float64)
+    assert default_bandwidth(nodes) == pytest.approx(4.0 / 200, rel=1e-15)
+    assert default_bandwidth(torch.full((2, 3), -5.0)) == pytest.approx(5e-3) and default_bandwidth(torch.zeros(1, 2)) == 1e-3
+    matrix, _ = symmetric_with_spectrum(QUADRATIC_SPECTRA["outliers"])
+    spectrum = density_slq(matrix, num_probes=2, num_steps=10, generator=torch.Generator().manual_seed(0))
+    assert spectrum.bandwidth == default_bandwidth(spectrum.nodes)

@@ -7,7 +7,7 @@ import torch
 
 from landscape.hessian.exact import dense_hessian
 from landscape.hessian.analysis import cross_entropy
-from landscape.hessian.lanczos import top_eigenpairs
+from landscape.hessian.lanczos import flatness_ratio, top_eigenpairs
 from tests.landscape.hessian.cases import MODEL_CASES, MODEL_IDS, QUADRATIC_IDS, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 
@@ -87,3 +87,14 @@ def test_bad_arguments_are_refused():
         top_eigenpairs(matrix, 1, tol=0)
     with pytest.raises(ValueError, match="max_matvecs must be at least k=2"):
         top_eigenpairs(matrix, 2, max_matvecs=1)
+
+
+def test_one_flatness_ratio_for_eigenpairs_and_reports():
+    from landscape.hessian.analysis import HessianReport
+
+    matrix, _ = symmetric_with_spectrum(QUADRATIC_SPECTRA["outliers"])
+    pairs = top_eigenpairs(matrix, 5, generator=torch.Generator().manual_seed(3))
+    report = HessianReport(eigenvalues=pairs.values.tolist(), residuals=[], converged=[], trace=None, density=None,
+                           hvps={}, seconds={}, config={})
+    assert pairs.ratio == report.ratio == float(pairs.values[0] / pairs.values[-1])
+    assert flatness_ratio([3.0, 0.0]) is None and flatness_ratio([]) is None and flatness_ratio([2.0, -4.0]) == -0.5

@@ -51,6 +51,22 @@ def test_batched_matmat_makes_one_pass_over_the_data_and_equals_the_loop(method,
     assert calls == ({"hvp": passes, "graph": 0} if method == "fwd-rev" and not cache_graph else {"hvp": 0, "graph": passes})
 
 
+def test_unflatten_gives_new_tensors_and_flatten_inverts_it_for_vectors_and_matrices():
+    operator = MODEL_CASES[1].operator()
+    matrix = torch.randn(operator.dim, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    columns = operator.unflatten(matrix)
+    assert all(columns[name].shape == (3, *p.shape) for name, p in operator.params.items())
+    assert torch.equal(operator.flatten(columns), matrix)
+    vector = matrix[:, 1]
+    params = operator.unflatten(vector)
+    assert list(params) == list(operator.params) and all(params[n].shape == p.shape for n, p in operator.params.items())
+    assert all(torch.equal(params[name], columns[name][1]) for name in params)
+    assert torch.equal(operator.flatten(params), vector)
+    saved = vector.clone()
+    params["fc.weight"].zero_()  # the tensors are the caller's to change: the vector stays as it was
+    assert torch.equal(vector, saved) and not torch.equal(operator.flatten(params), saved)
+
+
 def test_batches_are_weighted_by_their_sample_counts():
     case = MODEL_CASES[0]
     batches = case.batches()  # sizes 7 and 5

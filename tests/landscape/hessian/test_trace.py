@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fedtrain.errors import ConfigError
+
 from landscape.hessian.exact import dense_hessian
 from landscape.hessian.analysis import cross_entropy
-from landscape.hessian.trace import random_probes, trace_hutchinson, trace_hutchpp
+from landscape.hessian.trace import mean_and_stderr, random_probes, trace_hutchinson, trace_hutchpp
 from tests.landscape.hessian.cases import MODEL_CASES, QUADRATIC_SPECTRA, symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 ESTIMATORS = {"hutchinson": trace_hutchinson, "hutch++": trace_hutchpp}
@@ -68,3 +70,16 @@ def test_probes_and_bad_arguments():
         trace_hutchpp(torch.eye(2), 2, generator=torch.Generator())
     with pytest.raises(ValueError, match="confidence must be in"):
         trace_hutchinson(torch.eye(2), 12, generator=torch.Generator(), halfwidth=0.1, confidence=1.5)
+
+
+def test_mean_and_stderr_is_the_textbook_formula():
+    import statistics
+
+    samples = [1.0, 4.0, 2.5, 7.0, -1.0]
+    mean, stderr = mean_and_stderr(samples)
+    assert mean == pytest.approx(statistics.fmean(samples), rel=1e-15)
+    assert stderr == pytest.approx(statistics.stdev(samples) / len(samples) ** 0.5, rel=1e-14)
+    single = mean_and_stderr([3.0])
+    assert single[0] == 3.0 and single[1] != single[1]  # nan: no spread from one sample
+    with pytest.raises(ConfigError, match="at least one sample"):
+        mean_and_stderr([])
