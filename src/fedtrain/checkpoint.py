@@ -137,19 +137,33 @@ def library_versions() -> dict[str, str]:
             "python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
 
 
+def _on_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside (dicts, lists, tuples) on the CPU; CPU tensors are kept as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(checkpoint: Checkpoint | Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Serialise a checkpoint atomically (temporary file + rename). Returns the path written."""
+    """Serialise a checkpoint atomically (temporary file + rename). Returns the path written.
+
+    Tensors are written as CPU tensors whatever device holds them, so every file loads on a CPU-only machine.
+    """
     import io
 
-    payload = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
+    payload = _on_cpu(checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint))
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``.
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device | str = "cpu") -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``, its tensors on ``map_location`` (the CPU by default).
 
     Raises:
         CheckpointError: the file is missing, truncated, not a torch file, or not one of ours.
@@ -158,7 +172,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not file.is_file():
         raise CheckpointError(f"No checkpoint at {file}: the file does not exist. Check the path.")
     try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
+        raw = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(
             f"{file} could not be read as a checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "

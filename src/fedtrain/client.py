@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from fedtrain.batchnorm import frozen_statistics
 from fedtrain.config import OPTIMIZERS
-from fedtrain.data import augment_batch
+from fedtrain.data import apply_augmentation, augmentation_draws
 from fedtrain.errors import ConfigError, LandscapeError
 from fedtrain.sam import SAM
 
@@ -51,16 +51,27 @@ class ClientConfig:
 
 @dataclass(frozen=True)
 class ClientShard:
-    """A client's training data: uint8 images ``(n, C, H, W)``, int64 labels, and the normalisation to apply per batch."""
+    """A client's training data: uint8 images ``(N, C, H, W)``, int64 labels, and the normalisation to apply per batch.
+
+    Without ``indices`` the client owns every row of ``images``/``labels``. With ``indices`` (int64, on
+    the same device) ``images``/``labels`` are the whole training set, held once on its device, and the
+    client's samples are those rows, so no client copies the data.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     normalize: Callable[[torch.Tensor], torch.Tensor]
+    indices: torch.Tensor | None = None
 
     @property
     def num_examples(self) -> int:
         """Number of training samples ``n_k`` (the client's weight in the average)."""
-        return int(self.labels.numel())
+        return int(self.labels.numel() if self.indices is None else self.indices.numel())
+
+    @property
+    def device(self) -> torch.device:
+        """Where the shard's data lie (and where its client trains)."""
+        return self.images.device
 
 
 @dataclass(frozen=True)
@@ -72,16 +83,35 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _epoch_draws(n: int, cfg: ClientConfig, generator: torch.Generator) -> torch.Tensor:
+    """One local epoch's random draws, on the CPU generator in a fixed order: the sample order, then per batch the crops and flips.
+
+    Returns:
+        int64 ``(1, n)`` (the order) or, with augmentation, ``(4, n)``: the order and, column by column,
+        the :func:`~fedtrain.data.augmentation_draws` of the batch that sample ``order[j]`` falls in.
+    """
+    order = torch.randperm(n, generator=generator)
+    if not cfg.augment or n == 0:
+        return order[None]
+    draws = [augmentation_draws(min(cfg.batch_size, n - start), generator) for start in range(0, n, cfg.batch_size)]
+    return torch.cat([order[None], torch.cat(draws, dim=1)])
+
+
 def _batches(shard: ClientShard, cfg: ClientConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised (optionally augmented) mini-batches for all local epochs, in the generator's order."""
+    """Normalised (optionally augmented) mini-batches for all local epochs, in the generator's order, on the shard's device.
+
+    The random draws are made on ``generator`` (the CPU) for a whole epoch and moved to the device in
+    one transfer, so every device sees the same batches and a GPU gets one copy per epoch, not per step.
+    """
     n = shard.num_examples
     for _ in range(cfg.local_epochs):
-        order = torch.randperm(n, generator=generator)
+        draws = _epoch_draws(n, cfg, generator).to(shard.device)
+        rows = draws[0] if shard.indices is None else shard.indices[draws[0]]
         for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+            idx = rows[start : start + cfg.batch_size]
             images = shard.images[idx]
             if cfg.augment:
-                images = augment_batch(images, generator)
+                images = apply_augmentation(images, draws[1:, start : start + cfg.batch_size])
             yield shard.normalize(images), shard.labels[idx]
 
 
@@ -121,7 +151,8 @@ def client_update(
     elif cfg.optimizer != "sgd":
         raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}.")
 
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    # The loss is summed on the device and read once per client (the finiteness check): no sync per step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=shard.device)
     steps = 0
     for x, y in _batches(shard, cfg, generator):
         for p in params:

@@ -80,6 +80,10 @@ class TrainConfig:
             and extra kept checkpoints ``round_XXXXX.pt`` after these rounds.
         seed: the seed of every random choice (model init, partition, client sampling, data order).
         preset: the preset the config started from, recorded for the reader.
+        device: where the run computes: ``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``
+            (:func:`fedtrain.device.resolve_device`). How, not what: a run may resume on another device.
+        deterministic: on a GPU, ``torch.use_deterministic_algorithms`` for the run (slower; an operation
+            without a deterministic kernel raises). No effect on CPU numbers.
     """
 
     dataset: str = "fashion-mnist"
@@ -115,6 +119,8 @@ class TrainConfig:
     checkpoint_rounds: tuple[int, ...] = ()
     seed: int = 0
     preset: str | None = None
+    device: str = "auto"
+    deterministic: bool = False
     # Whether rho came from the user (not the algorithm's default): ``replace`` must keep a given rho even
     # when it equals another algorithm's default, and re-resolve a defaulted one. Not a setting: neither
     # compared nor serialised.
@@ -133,6 +139,8 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
+        check_device_spec(self.device)
+        need(isinstance(self.deterministic, bool), f"deterministic (--deterministic) must be true or false, got {self.deterministic!r}.")
         need(self.dataset in DATASETS, f"Unknown dataset {self.dataset!r}. Available datasets: {', '.join(DATASETS)}.")
         need(self.model in MODEL_NAMES, f"Unknown model {self.model!r}. Available models: {', '.join(sorted(MODEL_NAMES))}.")
         need(self.partition in PARTITION_SCHEMES,

@@ -15,7 +15,7 @@ import io
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,11 @@ from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 __all__ = [
     "DATASETS",
     "ImageDataset",
+    "Normalize",
     "load_dataset",
     "augment_batch",
+    "augmentation_draws",
+    "apply_augmentation",
     "evaluation_tensors",
     "subset_indices",
 ]
@@ -47,6 +50,22 @@ _NORMALISATION = {
 }
 _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 _AUGMENTATION = {"fashion-mnist": "none", "mnist": "none", "cifar10": "crop-flip", "cifar100": "crop-flip", "synthetic": "none"}
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """``(x / 255 - mean) / std`` per channel, with ``mean`` and ``std`` held as ``(1, C, 1, 1)`` float32 tensors.
+
+    Built once per device (:meth:`ImageDataset.normalizer`), so normalising a batch on a GPU needs no
+    host-to-device copy of the statistics.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalised float32 images, on the images' device."""
+        return (images.to(torch.float32) / 255.0 - self.mean) / self.std
 
 
 @dataclass(frozen=True)
@@ -80,11 +99,20 @@ class ImageDataset:
             return self.test_images, self.test_labels
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}.")
 
+    def normalizer(self, device: torch.device | str = "cpu") -> Normalize:
+        """The dataset's normalisation with its statistics on ``device``."""
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        return Normalize(mean, std)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float32, ``(x / 255 - mean) / std`` per channel."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (images.to(torch.float32) / 255.0 - mean) / std
+        """uint8 images -> float32, ``(x / 255 - mean) / std`` per channel, on the images' device."""
+        return self.normalizer(images.device)(images)
+
+    def to(self, device: torch.device | str) -> ImageDataset:
+        """The same dataset with its image and label tensors on ``device`` (uint8 images: one copy, 1 byte a pixel)."""
+        return replace(self, train_images=self.train_images.to(device), train_labels=self.train_labels.to(device),
+                       test_images=self.test_images.to(device), test_labels=self.test_labels.to(device))
 
     def describe(self) -> dict[str, object]:
         """A JSON-able description (name, sizes, shape, source) for configs and reports."""
@@ -99,23 +127,53 @@ class ImageDataset:
         }
 
 
+def augmentation_draws(n: int, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """The random draws of :func:`augment_batch` for ``n`` images: rows crop offset (height), crop offset (width), flip.
+
+    Drawn from ``generator`` in a fixed order (``n`` height offsets, ``n`` width offsets, ``n`` uniforms for
+    the flips), so the same generator gives the same augmentation whatever device applies it.
+
+    Returns:
+        An int64 tensor of shape ``(3, n)`` on the generator's device; the flip row holds 0 or 1.
+    """
+    offset_h = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    offset_w = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.stack([offset_h, offset_w, flip.to(torch.int64)])
+
+
+def apply_augmentation(images: torch.Tensor, draws: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding + horizontal flip of a uint8 batch, as :func:`augmentation_draws` decided.
+
+    Args:
+        images: uint8 images ``(n, C, H, W)``.
+        draws: ``(3, n)`` int64 draws on the images' device.
+        padding: the zero padding on each side before cropping.
+
+    Returns:
+        The augmented uint8 batch, on the images' device.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    offset_h, offset_w, flip = draws[0], draws[1], draws[2].to(torch.bool)
+    rows = (offset_h[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = offset_w[:, None] + torch.arange(w, device=device)
+    cols = torch.where(flip[:, None], cols.flip(-1), cols)[:, None, None, :]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    chans = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
 def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """Random crop with zero padding + random horizontal flip, applied to a whole uint8 batch at once.
 
     Equivalent to torchvision's ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` per image,
-    padding with 0 before normalisation as torchvision does on PIL images.
+    padding with 0 before normalisation as torchvision does on PIL images. The draws come from
+    ``generator`` (a CPU generator gives the same crops on every device); the crop runs on the images' device.
     """
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    offset_h = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    offset_w = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    rows = (offset_h[:, None] + torch.arange(h))[:, None, :, None]
-    cols = offset_w[:, None] + torch.arange(w)
-    cols = torch.where(flip[:, None], cols.flip(-1), cols)[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(c)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    draws = augmentation_draws(images.shape[0], generator, padding)
+    return apply_augmentation(images, draws.to(images.device), padding)
 
 
 def subset_indices(num_total: int, num_examples: int | None, seed: int) -> torch.Tensor:
@@ -134,10 +192,11 @@ def evaluation_tensors(
     """Normalised float32 inputs and labels of a fixed subset of a split, in a fixed order, never augmented.
 
     This is the data every analysis (Hessian, loss surface) uses: the subset is a seeded random
-    choice of ``num_examples`` samples (the whole split when None), sorted by index.
+    choice of ``num_examples`` samples (the whole split when None), sorted by index. The result lies on
+    the dataset's device (:meth:`ImageDataset.to`).
     """
     images, labels = dataset.split(split)
-    idx = subset_indices(labels.numel(), num_examples, seed)
+    idx = subset_indices(labels.numel(), num_examples, seed).to(images.device)
     return dataset.normalize(images[idx]), labels[idx]
 
 

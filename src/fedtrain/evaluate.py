@@ -26,7 +26,7 @@ def evaluate_state(
     """Loss and accuracy of ``state`` on ``(inputs, labels)``.
 
     Args:
-        evaluator: scratch module of the right architecture (its state is overwritten).
+        evaluator: scratch module of the right architecture, on the inputs' device (its state is overwritten).
         state: the state dict to evaluate.
         inputs: normalised float inputs; labels: int64 labels.
         batch_size: evaluation batch size (memory only; results do not depend on it beyond float rounding).
@@ -39,12 +39,13 @@ def evaluate_state(
     evaluator.load_state_dict(state)
     recompute_statistics(evaluator, batchnorm_batches)
     evaluator.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = 0
+    # Sums stay on the inputs' device and are read once at the end: no device-to-host sync per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
+    correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
     for start in range(0, labels.numel(), batch_size):
         x, y = inputs[start : start + batch_size], labels[start : start + batch_size]
         logits = evaluator(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").to(torch.float64)
-        correct += int((logits.argmax(dim=1) == y).sum())
+        correct += (logits.argmax(dim=1) == y).sum()
     n = max(labels.numel(), 1)
-    return {"loss": float(loss_sum) / n, "accuracy": correct / n}
+    return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}

@@ -48,7 +48,7 @@ class RoundData:
         shards: client ``k``'s data is ``shards[k]``.
         augment: random crop and flip of every training batch (the CIFAR datasets).
         worker: a module of the run's architecture that client training overwrites and trains; never a
-            model anyone else holds.
+            model anyone else holds. It lies on the shards' device, as does the server state it is given.
     """
 
     shards: Sequence[ClientShard]
@@ -149,7 +149,9 @@ def train_clients(
 
 
 def _all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    """Whether every floating-point entry is finite; one device-to-host read for all tensors together."""
+    checks = [torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()]
+    return not checks or bool(torch.stack(checks).all())
 
 
 def aggregate_round(

@@ -12,27 +12,46 @@ Every random choice is derived from ``(seed, purpose, round, client)`` (:mod:`fe
 server state (weights, server momentum, SWA mean and count, round) plus the metrics list is all a run needs
 to continue; a run killed at any moment and resumed from ``latest.pt`` ends bit-identical on CPU
 (timing fields ``seconds`` and ``samples_per_s`` excepted).
+
+**Devices** (``TrainConfig.device``, resolved once by :func:`fedtrain.device.resolve_device`): the uint8
+dataset is copied to the device once and every client indexes it there; batches are normalised and
+augmented there; the client updates, the aggregation, the server step, SWA and evaluation run there, and
+the server state stays there between rounds. Every random draw is made on the CPU generators of
+:mod:`fedtrain._seeds` (model initialisation, client sampling, data order, crops and flips), so a GPU run
+sees the same clients, batches and augmentations as a CPU run. Checkpoints hold CPU tensors and record the
+device used (``state["device_used"]``, also in ``summary.json``); a resume loads them onto its own device.
+
+On a GPU, float32 means float32: TF32 is switched off for the run (cuDNN convolutions and matmuls), so a
+GPU round equals the CPU round up to float32 rounding and kernel summation order. Without
+``deterministic`` some CUDA kernels (the backward of convolutions) may sum in a varying order, so two GPU
+runs, or a GPU run and its resume, agree only to rounding; with ``deterministic=True``
+(``torch.use_deterministic_algorithms``) a GPU run resumed on the same GPU is bit-identical, and a model
+whose operations have no deterministic CUDA kernel (``resnet18-gn``'s adaptive pooling) is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fedtrain._seeds import derive_seed
 from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.config import SWA_FIELDS, TrainConfig
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
+from fedtrain.device import deterministic_algorithms, device_record, resolve_device
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.evaluate import evaluate_state
-from fedtrain.io import atomic_write_text, read_json, to_json, write_json
+from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
 from fedtrain.models import build_model, count_parameters
 from fedtrain.partition import Partition, make_partition, save_partition
 from fedtrain.round import RoundData, RoundMetrics, federated_round
@@ -42,8 +61,9 @@ __all__ = ["RunPaths", "train", "run_rounds", "load_run_config", "TIMING_FIELDS"
 
 TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the machine, not the training
 _RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
-_IGNORED_ON_RESUME = ("data_dir",)  # may legitimately move between sessions
-_IGNORED_ON_BRANCH = (*SWA_FIELDS, "data_dir", "preset", "checkpoint_every", "checkpoint_rounds")
+# Where the data are and what computes the run may change between sessions (another machine, another GPU).
+_IGNORED_ON_RESUME = ("data_dir", "device", "deterministic")
+_IGNORED_ON_BRANCH = (*SWA_FIELDS, *_IGNORED_ON_RESUME, "preset", "checkpoint_every", "checkpoint_rounds")
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,7 @@ def _prepare_dir(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
 
 
 def _server_state(ckpt: Checkpoint) -> ServerState:
+    """The server state a checkpoint holds, its tensors where the checkpoint was loaded to."""
     return ServerState(
         round=ckpt.round,
         params=ckpt.weights,
@@ -139,8 +160,10 @@ def _server_state(ckpt: Checkpoint) -> ServerState:
     )
 
 
-def _start_from_checkpoint(config: TrainConfig, path: Path, partition_hash: str, *, branch: bool) -> tuple[ServerState, list, float]:
-    ckpt = load_checkpoint(path)
+def _start_from_checkpoint(
+    config: TrainConfig, path: Path, partition_hash: str, device: torch.device, *, branch: bool
+) -> tuple[ServerState, list, float]:
+    ckpt = load_checkpoint(path, map_location=device)
     source = TrainConfig.from_dict(ckpt.config)
     diff = _differences(config, source, _IGNORED_ON_BRANCH if branch else _IGNORED_ON_RESUME)
     what = "--init-from checkpoint" if branch else "run being resumed"
@@ -175,7 +198,8 @@ def train(
 
     Args:
         config: the resolved settings; with ``resume=True`` it may be ``None`` (the saved config is used)
-            and otherwise must equal the saved one.
+            and otherwise must equal the saved one (except ``data_dir``, ``device`` and ``deterministic``,
+            which are taken from ``config``).
         out_dir: the run directory; refused if it exists and is not empty, unless ``resume`` or ``overwrite``.
         resume: continue from ``checkpoints/latest.pt`` (from scratch if the run died before its first checkpoint).
         overwrite: delete a previous run's files in ``out_dir`` first.
@@ -188,14 +212,49 @@ def train(
         The summary also written to ``summary.json``.
 
     Raises:
-        ConfigError: bad settings, or a directory/checkpoint that does not fit them.
+        ConfigError: bad settings, a device this machine does not have, a model without deterministic GPU
+            kernels under ``deterministic``, or a directory/checkpoint that does not fit the settings.
         CheckpointError: an unreadable checkpoint.
         NonFiniteLossError: training diverged; the last good checkpoint is kept.
     """
     paths = RunPaths(Path(out_dir))
     config = _run_config(config, paths, resume=resume, init_from=init_from)
+    device = resolve_device(config.device)  # before the directory is touched: a missing GPU changes nothing on disk
     _prepare_dir(paths, resume=resume, overwrite=overwrite)
+    with _numerics(config, device):
+        return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress)
 
+
+@contextlib.contextmanager
+def _numerics(config: TrainConfig, device: torch.device) -> Iterator[None]:
+    """The run's arithmetic: full float32 on a GPU (TF32 off), and deterministic kernels when the config asks.
+
+    Both settings are process-wide in torch; they are restored when the run ends.
+    """
+    determinism = deterministic_algorithms(True) if config.deterministic else contextlib.nullcontext()
+    if device.type != "cuda":
+        with determinism:
+            yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with determinism:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _train(
+    config: TrainConfig,
+    paths: RunPaths,
+    device: torch.device,
+    *,
+    resume: bool,
+    init_from: str | os.PathLike[str] | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """:func:`train` once the directory is prepared, on ``device``, inside the run's numerics settings."""
     dataset = load_dataset(config.dataset, config.data_dir)
     partition = make_partition(
         dataset.train_labels, scheme=config.partition, num_clients=config.num_clients, alpha=config.alpha,
@@ -203,25 +262,24 @@ def train(
         num_classes=dataset.num_classes,
     )
     model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
+    # Initialised on the CPU from the run's seed, then moved: every device starts from the same weights.
     initial = build_model(config.model, seed=derive_seed(config.seed, "model-init"), **model_kwargs)
-    state = ServerState(round=0, params={k: v.detach().clone() for k, v in initial.state_dict().items()})
+    state = ServerState(round=0, params={k: v.detach().clone().to(device) for k, v in initial.state_dict().items()})
     log = _RunLog()
     if resume and paths.latest.is_file():
-        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, paths.latest, partition.hash, branch=False)
+        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, paths.latest, partition.hash, device, branch=False)
     elif init_from is not None:
-        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, Path(init_from), partition.hash, branch=True)
+        state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, Path(init_from), partition.hash, device, branch=True)
 
     paths.root.mkdir(parents=True, exist_ok=True)
     write_json(paths.config, config.to_dict())
     save_partition(partition, paths.partition)
     _write_metrics(paths, log.metrics)
 
-    data = RoundData(
-        shards=[ClientShard(dataset.train_images[idx], dataset.train_labels[idx], dataset.normalize) for idx in partition.client_indices],
-        augment=dataset.augmentation == "crop-flip",
-        worker=build_model(config.model, seed=0, **model_kwargs),
-    )
-    hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, dataset, model_kwargs), progress)
+    on_device = dataset.to(device)  # the uint8 images, once; clients index them there
+    data = _round_data(config, on_device, partition, model_kwargs)
+    device_used = json_roundtrip(device_record(device))  # plain values (torch.__version__ is a str subclass weights_only refuses)
+    hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, on_device, model_kwargs), progress, device_used)
     log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
     try:
         state = run_rounds(state, rounds=config.rounds, step=lambda s: federated_round(s, config, data, s.round),
@@ -230,11 +288,29 @@ def train(
         last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
                 else "no checkpoint was written in this session")
         raise NonFiniteLossError(f"{err} Training stopped at round {log.rounds_done + 1}; {last}.") from None
+    except RuntimeError as err:
+        if config.deterministic and "deterministic" in str(err):
+            raise ConfigError(
+                f"--deterministic: model {config.model!r} uses an operation without a deterministic kernel on {device} "
+                f"({str(err).splitlines()[0][:200]}). Train without --deterministic (resumes then agree only to "
+                "rounding), or choose a model whose operations all have one (cnn, mlp)."
+            ) from None
+        raise
     if not paths.final.is_file():  # resumed a finished run, or finished before this session
         save_checkpoint(hooks.make_checkpoint(state), paths.final)
-    summary = _summary(config, log, paths, partition.hash, count_parameters(initial))
+    summary = _summary(config, log, paths, partition.hash, count_parameters(initial), device_used)
     write_json(paths.summary, summary)
     return summary
+
+
+def _round_data(config: TrainConfig, dataset: ImageDataset, partition: Partition, model_kwargs: dict[str, Any]) -> RoundData:
+    """The clients' shards as index sets into ``dataset`` (on its device) and a scratch model there."""
+    device = dataset.train_images.device
+    normalize = dataset.normalizer(device)
+    shards = [ClientShard(dataset.train_images, dataset.train_labels, normalize, indices=idx.to(device))
+              for idx in partition.client_indices]
+    worker = build_model(config.model, seed=0, **model_kwargs).to(device)
+    return RoundData(shards=shards, augment=dataset.augmentation == "crop-flip", worker=worker)
 
 
 def _run_config(config: TrainConfig | None, paths: RunPaths, *, resume: bool, init_from: str | os.PathLike[str] | None) -> TrainConfig:
@@ -243,7 +319,7 @@ def _run_config(config: TrainConfig | None, paths: RunPaths, *, resume: bool, in
         saved = load_run_config(paths.root)
         if config is not None and (diff := _differences(config, saved, _IGNORED_ON_RESUME)):
             raise ConfigError(f"{paths.root} was started with different settings: {'; '.join(diff)}. Resume without changing them.")
-        config = replace(saved, data_dir=config.data_dir) if config is not None else saved
+        config = replace(saved, **{k: getattr(config, k) for k in _IGNORED_ON_RESUME}) if config is not None else saved
     elif config is None:
         raise ConfigError("train() needs a config unless resume=True.")
     if init_from is not None and resume:
@@ -252,13 +328,19 @@ def _run_config(config: TrainConfig | None, paths: RunPaths, *, resume: bool, in
 
 
 def _test_evaluation(config: TrainConfig, dataset: ImageDataset, model_kwargs: dict[str, Any]) -> Callable[[StateDict], dict[str, float]]:
-    """Loss and accuracy of a state dict on the run's fixed test subset (BatchNorm statistics recomputed on 2,048 training images)."""
+    """Loss and accuracy of a state dict on the run's fixed test subset (BatchNorm statistics recomputed on 2,048 training images).
+
+    Everything lies on the dataset's device: the normalised test subset (computed once), the BatchNorm
+    images (normalised per batch) and the evaluation model.
+    """
+    device = dataset.train_images.device
     test_x, test_y = evaluation_tensors(dataset, "test", config.eval_examples, seed=config.seed)
-    bn_idx = subset_indices(dataset.train_labels.numel(), 2048, derive_seed(config.seed, "batchnorm"))
-    evaluator = build_model(config.model, seed=0, **model_kwargs)
+    bn_idx = subset_indices(dataset.train_labels.numel(), 2048, derive_seed(config.seed, "batchnorm")).to(device)
+    normalize = dataset.normalizer(device)
+    evaluator = build_model(config.model, seed=0, **model_kwargs).to(device)
 
     def evaluate(params: StateDict) -> dict[str, float]:
-        bn_batches = (dataset.normalize(dataset.train_images[bn_idx[i : i + 256]]) for i in range(0, bn_idx.numel(), 256))
+        bn_batches = (normalize(dataset.train_images[bn_idx[i : i + 256]]) for i in range(0, bn_idx.numel(), 256))
         return evaluate_state(evaluator, params, test_x, test_y, batchnorm_batches=bn_batches)
 
     return evaluate
@@ -275,6 +357,7 @@ class _Hooks:
     log: _RunLog
     evaluate_params: Callable[[StateDict], dict[str, float]]
     progress: Callable[[dict[str, Any]], None] | None
+    device_used: dict[str, Any]
 
     def evaluate(self, state: ServerState, info: RoundMetrics) -> None:
         """Evaluate the SWA model once it exists (else the global one) at the rounds the config names; write metrics."""
@@ -321,10 +404,13 @@ class _Hooks:
 
     def make_checkpoint(self, state: ServerState) -> Checkpoint:
         """The checkpoint of ``state`` with the run's config, partition, metrics and elapsed time."""
-        return _checkpoint(self.config, self.model_kwargs, self.partition, state, self.log)
+        return _checkpoint(self.config, self.model_kwargs, self.partition, state, self.log, self.device_used)
 
 
-def _checkpoint(config: TrainConfig, model_kwargs: dict, partition: Partition, state: ServerState, log: _RunLog) -> Checkpoint:
+def _checkpoint(
+    config: TrainConfig, model_kwargs: dict, partition: Partition, state: ServerState, log: _RunLog, device_used: dict[str, Any]
+) -> Checkpoint:
+    """The checkpoint of ``state``; its tensors may lie on the run's device (:func:`save_checkpoint` writes CPU copies)."""
     return Checkpoint(
         model_name=config.model,
         model_kwargs=model_kwargs,
@@ -341,6 +427,7 @@ def _checkpoint(config: TrainConfig, model_kwargs: dict, partition: Partition, s
             "metrics": [dict(m) for m in log.metrics],
             "elapsed_seconds": log.elapsed,
             "rng": {"scheme": "blake2b(seed:purpose:round:client) per component; no stored generator state", "seed": config.seed},
+            "device_used": device_used,
         },
     )
 
@@ -350,7 +437,9 @@ def _write_metrics(paths: RunPaths, metrics: list[dict[str, Any]]) -> None:
     atomic_write_text(paths.metrics, "".join(json.dumps(json.loads(to_json(m))) + "\n" for m in metrics))
 
 
-def _summary(config: TrainConfig, log: _RunLog, paths: RunPaths, partition_hash: str, num_parameters: int) -> dict[str, Any]:
+def _summary(
+    config: TrainConfig, log: _RunLog, paths: RunPaths, partition_hash: str, num_parameters: int, device_used: dict[str, Any]
+) -> dict[str, Any]:
     accs = [m["test_accuracy"] for m in log.metrics]
     last = accs[-config.last_k :]
     best = max(range(len(accs)), key=lambda i: accs[i]) if accs else None
@@ -367,4 +456,5 @@ def _summary(config: TrainConfig, log: _RunLog, paths: RunPaths, partition_hash:
         "swa_count": log.metrics[-1]["swa_count"] if log.metrics else 0,
         "wall_seconds": wall, "rounds_per_second": config.rounds / wall if wall > 0 else None,
         "partition_hash": partition_hash, "final_checkpoint": str(paths.final), "seed": config.seed,
+        "device_used": device_used,
     }
