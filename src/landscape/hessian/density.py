@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fedtrain.errors import ConfigError
 from landscape.hessian.krylov import LanczosBasis
 from landscape.hessian.operator import LinearOperator, as_operator
 from landscape.hessian.trace import random_probes
@@ -78,10 +79,10 @@ def smooth_density(nodes: Tensor, weights: Tensor, *, bandwidth: float, grid_siz
         ``(grid, values)``.
 
     Raises:
-        ValueError: a non-positive bandwidth or grid size below 2.
+        ConfigError: a non-positive bandwidth or grid size below 2.
     """
     if bandwidth <= 0 or grid_size < 2:
-        raise ValueError(f"bandwidth must be > 0 and grid_size >= 2, got {bandwidth} and {grid_size}.")
+        raise ConfigError(f"bandwidth must be > 0 and grid_size >= 2, got {bandwidth} and {grid_size}.")
     flat_nodes = nodes.reshape(-1).to(torch.float64)
     flat_weights = weights.reshape(-1).to(torch.float64) / nodes.shape[0]
     grid = torch.linspace(float(flat_nodes.min()) - 5 * bandwidth, float(flat_nodes.max()) + 5 * bandwidth, grid_size, dtype=torch.float64)
@@ -117,10 +118,10 @@ def density_slq(
         :class:`SpectralDensity`; products used: ``num_probes * min(num_steps, dim)``.
 
     Raises:
-        ValueError: ``num_probes`` or ``num_steps`` below 1.
+        ConfigError: ``num_probes`` or ``num_steps`` below 1.
     """
     if num_probes < 1 or num_steps < 1:
-        raise ValueError(f"num_probes and num_steps must be >= 1, got {num_probes} and {num_steps}.")
+        raise ConfigError(f"num_probes and num_steps must be >= 1, got {num_probes} and {num_steps}.")
     op = as_operator(operator)
     steps = min(num_steps, op.dim)
     all_nodes, all_weights, used = [], [], 0

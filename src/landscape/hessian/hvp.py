@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
+from fedtrain.errors import ConfigError
+
 __all__ = ["HVP_METHODS", "HvpFunction", "make_hvp", "check_params", "detect_hvp_method"]
 
 HVP_METHODS: tuple[str, ...] = ("fwd-rev", "double-backward")
@@ -57,10 +59,10 @@ def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-re
         ``hvp(params, batch, v)`` mapping parameter dicts to a dict of the same shapes.
 
     Raises:
-        ValueError: unknown ``method``.
+        ConfigError: unknown ``method``.
     """
     if method not in HVP_METHODS:
-        raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}.")
+        raise ConfigError(f"method must be one of {HVP_METHODS}, got {method!r}.")
 
     def loss_of(params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
         return loss_fn(functional_call(model, params, (inputs,)), targets)

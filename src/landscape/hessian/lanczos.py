@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fedtrain.errors import ConfigError
 from landscape.hessian.krylov import LanczosBasis, random_unit_vector
 from landscape.hessian.operator import LinearOperator, as_operator
 
@@ -106,17 +107,17 @@ def top_eigenpairs(
         :class:`Eigenpairs` with ``k`` pairs.
 
     Raises:
-        ValueError: ``k`` outside ``[1, dim]``, ``tol <= 0`` or a budget smaller than ``k``.
+        ConfigError: ``k`` outside ``[1, dim]``, ``tol <= 0`` or a budget smaller than ``k``.
     """
     op = as_operator(operator)
     n = op.dim
     if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and the operator dimension {n}, got {k}.")
+        raise ConfigError(f"k must be between 1 and the operator dimension {n}, got {k}.")
     if tol <= 0:
-        raise ValueError(f"tol must be > 0, got {tol}.")
+        raise ConfigError(f"tol must be > 0, got {tol}.")
     budget = default_max_matvecs(k) if max_matvecs is None else int(max_matvecs)
     if budget < k:
-        raise ValueError(f"max_matvecs must be at least k={k}, got {budget}.")
+        raise ConfigError(f"max_matvecs must be at least k={k}, got {budget}.")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     max_basis = max(2 * k + 30, 50) if max_basis is None else max(int(max_basis), k + 1)
 

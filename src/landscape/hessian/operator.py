@@ -41,11 +41,15 @@ class LinearOperator(Protocol):
 
 
 class DenseOperator:
-    """A dense symmetric matrix seen as a :class:`LinearOperator` (float64)."""
+    """A dense symmetric matrix seen as a :class:`LinearOperator` (float64).
+
+    Raises:
+        ConfigError: the matrix is not square.
+    """
 
     def __init__(self, matrix: Tensor) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"A dense operator must be a square matrix, got shape {tuple(matrix.shape)}.")
+            raise ConfigError(f"A dense operator must be a square matrix, got shape {tuple(matrix.shape)}.")
         self.matrix = matrix.detach().to(torch.float64)
         self.dim = int(matrix.shape[0])
 
@@ -72,9 +76,13 @@ def as_operator(operator: LinearOperator | Tensor) -> LinearOperator:
 
 
 def split_batches(inputs: Tensor, labels: Tensor, batch_size: int) -> list[Batch]:
-    """Consecutive batches of at most ``batch_size`` samples, in order (the last one may be smaller)."""
+    """Consecutive batches of at most ``batch_size`` samples, in order (the last one may be smaller).
+
+    Raises:
+        ConfigError: ``batch_size`` below 1.
+    """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     return [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
 
 
@@ -109,7 +117,7 @@ class HessianOperator:
             per batch in one vectorised call, one pass); see :meth:`matmat`.
 
     Raises:
-        ValueError: no batches, no trainable parameters, or unknown options.
+        ConfigError: no batches, no trainable parameters, or unknown options.
         RuntimeError: the two products of the determinism check differ.
     """
 
@@ -127,9 +135,9 @@ class HessianOperator:
         matmat_method: Literal["loop", "batched"] = "loop",
     ) -> None:
         if not batches:
-            raise ValueError("HessianOperator needs at least one batch of data.")
+            raise ConfigError("HessianOperator needs at least one batch of data: pass a non-empty list of (inputs, targets).")
         if bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}.")
+            raise ConfigError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}.")
         # A private copy: modes and buffers of the caller's module stay as they are.
         self.model = copy.deepcopy(model)
         if dtype is not None:
@@ -139,7 +147,8 @@ class HessianOperator:
         self.bn_mode = bn_mode
         self.params = {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
         if not self.params:
-            raise ValueError("The model has no parameter with requires_grad=True: there is no Hessian to compute.")
+            raise ConfigError("The model has no parameter with requires_grad=True: there is no Hessian to compute. "
+                              "Unfreeze the parameters the Hessian is wanted for.")
         self.dtype = next(iter(self.params.values())).dtype
         self.batches = [(_cast(x, self.dtype), y) for x, y in batches]
         self.counts = [int(len(y)) for _, y in self.batches]
@@ -222,9 +231,13 @@ class HessianOperator:
         return out
 
     def matvec(self, vector: Tensor) -> Tensor:
-        """``H v`` for a flat vector ``v`` of length ``dim`` (float64 result): one pass over the data."""
+        """``H v`` for a flat vector ``v`` of length ``dim`` (float64 result): one pass over the data.
+
+        Raises:
+            ConfigError: ``v`` is not of shape ``(dim,)``.
+        """
         if vector.shape != (self.dim,):
-            raise ValueError(f"matvec expects a vector of shape ({self.dim},), got {tuple(vector.shape)}.")
+            raise ConfigError(f"matvec expects a vector of shape ({self.dim},), got {tuple(vector.shape)}.")
         total = torch.zeros(self.dim, dtype=torch.float64)
         for product, count in zip(self._batch_products(self.unflatten(vector)), self.counts):
             total += (count / self.num_examples) * self.flatten(product)
@@ -239,6 +252,9 @@ class HessianOperator:
         forward-over-reverse product, or one ``is_grads_batched`` backward pass through the batch's
         first-order graph); on CPU that is 0.6-1.0x the speed of the loop for the paper's CNN
         (``bench/bench_matmat.py``), and it holds ``k`` products' activations at once.
+
+        Raises:
+            ConfigError: ``V`` is not of shape ``(dim, k)``.
         """
         if matrix.ndim != 2 or matrix.shape[0] != self.dim:
             raise ConfigError(f"matmat expects a matrix of shape ({self.dim}, k), got {tuple(matrix.shape)}.")

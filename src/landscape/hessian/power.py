@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from fedtrain.errors import ConfigError
 from landscape.hessian.krylov import orthogonalize, random_unit_vector
 from landscape.hessian.lanczos import Eigenpairs
 from landscape.hessian.operator import LinearOperator, as_operator
@@ -47,13 +48,13 @@ def power_iteration_eigenpairs(
         ``<= tol |mu|`` whatever the stopping rule.
 
     Raises:
-        ValueError: ``k`` outside ``[1, dim]`` or unknown ``stop``.
+        ConfigError: ``k`` outside ``[1, dim]`` or unknown ``stop``.
     """
     op = as_operator(operator)
     if not 1 <= k <= op.dim:
-        raise ValueError(f"k must be between 1 and the operator dimension {op.dim}, got {k}.")
+        raise ConfigError(f"k must be between 1 and the operator dimension {op.dim}, got {k}.")
     if stop not in ("rayleigh", "residual"):
-        raise ValueError(f"stop must be 'rayleigh' or 'residual', got {stop!r}.")
+        raise ConfigError(f"stop must be 'rayleigh' or 'residual', got {stop!r}.")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     per_pair = max(2, max_matvecs // k)
     found = torch.zeros(op.dim, 0, dtype=torch.float64)

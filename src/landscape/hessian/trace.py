@@ -47,13 +47,13 @@ def random_probes(dim: int, count: int, generator: torch.Generator, distribution
     """``(dim, count)`` float64 probes with ``E[v v^T] = I``: Rademacher (+-1) or standard normal.
 
     Raises:
-        ValueError: unknown distribution.
+        ConfigError: unknown distribution.
     """
     if distribution == "rademacher":
         return torch.randint(0, 2, (dim, count), generator=generator).to(torch.float64) * 2 - 1
     if distribution == "normal":
         return torch.randn(dim, count, generator=generator, dtype=torch.float64)
-    raise ValueError(f"distribution must be 'rademacher' or 'normal', got {distribution!r}.")
+    raise ConfigError(f"distribution must be 'rademacher' or 'normal', got {distribution!r}.")
 
 
 def _sample_mean(op: LinearOperator, num_samples: int, generator: torch.Generator, distribution: str,
@@ -98,10 +98,10 @@ def trace_hutchinson(
         :class:`TraceEstimate`.
 
     Raises:
-        ValueError: a budget below 1.
+        ConfigError: a budget below 1, or ``confidence`` outside ``(0, 1)``.
     """
     if num_matvecs < 1:
-        raise ValueError(f"num_matvecs must be >= 1, got {num_matvecs}.")
+        raise ConfigError(f"num_matvecs must be >= 1, got {num_matvecs}.")
     op = as_operator(operator)
     mean, stderr, used = _sample_mean(op, num_matvecs, generator, distribution, halfwidth, confidence, None)
     return TraceEstimate(estimate=mean, stderr=stderr, num_matvecs=used, method="hutchinson")
@@ -139,10 +139,10 @@ def trace_hutchpp(
         :class:`TraceEstimate`.
 
     Raises:
-        ValueError: a budget below 3.
+        ConfigError: a budget below 3, or ``confidence`` outside ``(0, 1)``.
     """
     if num_matvecs < 3:
-        raise ValueError(f"Hutch++ needs num_matvecs >= 3 (sketch, projection, residual), got {num_matvecs}.")
+        raise ConfigError(f"Hutch++ needs num_matvecs >= 3 (sketch, projection, residual), got {num_matvecs}.")
     op = as_operator(operator)
     sketch_size = min(num_matvecs // 3, op.dim)
     sketch = op.matmat(random_probes(op.dim, sketch_size, generator, distribution))
@@ -174,5 +174,5 @@ def mean_and_stderr(samples: Sequence[float]) -> tuple[float, float]:
 
 def _z_score(confidence: float) -> float:
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}.")
     return float(torch.special.ndtri(torch.tensor((1 + confidence) / 2, dtype=torch.float64)))
