@@ -1,8 +1,9 @@
 """The Hessian analysis of a model or a checkpoint: top eigenpairs, trace and density, in one report.
 
 This is the library entry point of ``landscape hessian``: :func:`analyze_checkpoint` reads model
-and data spec from a checkpoint and returns a :class:`HessianReport` whose ``to_dict()`` is the
-command's JSON. :func:`hessian_eigenvectors` serves loss-surface directions.
+and data spec from a checkpoint and, with a :class:`~landscape.settings.HessianSettings`, returns a
+:class:`HessianReport` whose ``to_dict()`` is the command's JSON (its ``config``: the settings and
+the facts of the run). :func:`hessian_eigenvectors` serves loss-surface directions.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ For a probe ``v`` with ``||v|| = 1``, ``m`` Lanczos steps give ``T = S diag(thet
 Gauss quadrature ``v^T f(H) v ~= sum_i tau_i f(theta_i)`` with ``tau_i = S_{1i}^2``, exact for
 polynomials of degree ``< 2m`` (Golub & Meurant 2010). Averaging over random probes estimates
 ``tr f(H) / n``: the spectral density is the mixture of point masses ``(theta_i, tau_i / P)``
-(Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019).
+(Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019). The module owns the Gaussian smoothing and
+its kernel width (:func:`default_bandwidth`) for every density, the PyHessian backend's included.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""The Lanczos recurrence with full reorthogonalisation, shared by the eigensolver and the density estimator.
+"""The shared Lanczos recurrence: one run's orthonormal basis, its tridiagonal ``T`` and Ritz pairs.
 
-Private: use :func:`landscape.hessian.lanczos.top_eigenpairs` or :func:`landscape.hessian.density.density_slq`.
+Both users of Lanczos build on it and nothing else runs the recurrence: the eigensolver
+(:func:`landscape.hessian.lanczos.top_eigenpairs`, with locking and restarts) and stochastic Lanczos
+quadrature (:func:`landscape.hessian.density.density_slq`). The basis is orthogonalised twice against
+itself and the locked vectors (full reorthogonalisation) and restarted at random on breakdown.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ for Large Eigenvalue Problems*, §6.4 and §4.2 for deflation):
    k-th was missed; copies found that way are locked and the check repeats. Locked vectors are
    orthonormal by construction, so ghost copies cannot appear.
 
-"Top" means largest algebraic value (the sharpness direction), not largest magnitude.
+"Top" means largest algebraic value (the sharpness direction), not largest magnitude. The module also
+owns the :class:`Eigenpairs` record (the power-iteration reference returns one too) and
+:func:`flatness_ratio`, the ``lambda_1 / lambda_k`` of every eigenpair set and report.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Linear operators the estimators act on: the dataset Hessian of a model, or a dense symmetric matrix.
 
-Every estimator in :mod:`landscape` (Lanczos, power iteration, trace, density) takes a
+Every estimator in :mod:`landscape.hessian` (Lanczos, power iteration, trace, density) takes a
 ``LinearOperator``: an object with ``dim``, ``matvec(v)`` and ``matmat(V)`` on flat float64 vectors.
 A dense ``Tensor`` is accepted wherever an operator is (wrapped by :func:`as_operator`), so every
-estimator can be tested on a matrix with a known spectrum.
+estimator can be tested on a matrix with a known spectrum. :class:`HessianOperator` also owns the
+conversion between flat vectors and parameter dicts (``flatten`` / ``unflatten``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Stochastic trace estimators, Hutchinson and Hutch++, with standard errors and principled stopping.
 
 Both stop on a budget of products, or earlier on a confidence half-width of the estimate, never on
-the change of a running mean (the rule that lets PyHessian stop after two samples).
+the change of a running mean (the rule that lets PyHessian stop after two samples). The module also
+owns the random probes and :func:`mean_and_stderr`, the standard error of every trace estimate
+(the PyHessian adapter's included).
 """
 
 from __future__ import annotations
