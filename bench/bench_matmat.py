@@ -27,11 +27,7 @@ from fedtrain.models import build_model
 from landscape.hessian.analysis import cross_entropy
 from landscape.hessian.operator import HessianOperator, split_batches
 
-
-def emit(lines: list[str], line: str) -> None:
-    """Record a result line and print it at once (long runs show progress)."""
-    lines.append(line)
-    print(line, flush=True)
+from bench_hessian import emit  # the sibling script: bench/ is on sys.path when run as a script
 
 
 def best_times(calls: dict[str, Callable[[], torch.Tensor]], repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
