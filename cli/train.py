@@ -54,6 +54,10 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--checkpoint-round", "checkpoint_rounds", type=click.IntRange(min=1), multiple=True, help="Keep a checkpoint after this round (repeatable).")
 @click.option("--seed", type=int, default=None, help="Seed of every random choice; recorded with the result.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+              help="Where to train: auto (a GPU when there is one; the default), cpu, cuda or cuda:N. May change on --resume.")
+@click.option("--deterministic/--no-deterministic", default=None,
+              help="On a GPU, deterministic kernels only (slower; resumes bit-identical). No effect on CPU numbers.")
 @friendly_errors
 def train(preset, config_file, out, resume, overwrite, init_from, threads, **flags) -> None:
     """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
@@ -62,6 +66,7 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, **fla
     Example:
       $ landscape train --preset quick --algorithm fedasam --out runs/fedasam
       $ landscape train --resume runs/fedasam
+      $ landscape train --preset paper-cifar10 --data-dir data --device cuda:0 --out runs/paper
     """
     import torch
 

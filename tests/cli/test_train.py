@@ -94,3 +94,31 @@ def test_the_installed_script_trains_and_reports_errors(tmp_path):
     assert json.loads(ok.stdout)["rounds"] == 4
     bad = subprocess.run([script, "train", *TINY, "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_device_and_deterministic_are_recorded_and_the_device_may_change_on_resume(tmp_path):
+    result = invoke(*TINY, "--device", "cpu", "--deterministic", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["device"], config["deterministic"]) == ("cpu", True)
+    used = json.loads(result.stdout)["device_used"]
+    assert used["device"] == "cpu" and used["deterministic_algorithms"] is True
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt").state["device_used"] == used
+    resumed = invoke("--resume", str(tmp_path / "run"), "--device", "auto", "--no-deterministic")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["device"] == "auto"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without a GPU says")
+@pytest.mark.parametrize("spec", ["cuda", "cuda:1"])
+def test_a_gpu_on_a_machine_without_one_is_a_one_paragraph_error(tmp_path, spec):
+    result = CliRunner().invoke(main, ["train", *TINY, "--device", spec, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output[result.output.index("Error:"):].strip()  # after the resolved config line
+    assert f"--device {spec} asks for a GPU" in error and "--device cpu" in error
+    assert "\n" not in error and not (tmp_path / "run").exists()
+
+
+def test_a_malformed_device_is_refused_with_the_accepted_forms(tmp_path):
+    result = CliRunner().invoke(main, ["train", *TINY, "--device", "gpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "must be auto, cpu, cuda or cuda:N" in result.output and "Traceback" not in result.output

@@ -104,3 +104,18 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_tensors_on_any_device_are_written_as_cpu_tensors_and_load_where_asked(tmp_path, device):
+    ckpt = _checkpoint(swa=True)
+    on_device = Checkpoint(model_name="mlp", model_kwargs=KWARGS, weights={k: v.to(device) for k, v in ckpt.weights.items()},
+                           dataset="synthetic", swa_weights={k: v.to(device) for k, v in ckpt.swa_weights.items()}, swa_count=3,
+                           state={"server_momentum": {k: v.to(device) for k, v in ckpt.weights.items()}})
+    path = save_checkpoint(on_device, tmp_path / "c.pt")
+    raw = torch.load(path, map_location=None, weights_only=True)
+    written = [*raw["weights"].values(), *raw["swa"]["weights"].values(), *raw["state"]["server_momentum"].values()]
+    assert all(t.device.type == "cpu" for t in written)
+    assert all(torch.equal(raw["weights"][k], v) for k, v in ckpt.weights.items())
+    loaded = load_checkpoint(path, map_location=device)
+    assert all(t.device.type == device.type for t in [*loaded.weights.values(), *loaded.swa_weights.values()])
+    assert all(t.device.type == "cpu" for t in load_checkpoint(path).weights.values())

@@ -44,6 +44,9 @@ def test_resolution_order_preset_then_file_then_flags(tmp_path):
         ({"swa_start": 1.5}, "swa_start"),
         ({"swa_collect": "middle"}, "swa_collect must be 'end' or 'reference'"),
         ({"bogus": 1}, "Unknown training setting"),
+        ({"device": "gpu"}, r"device \(--device\) must be auto, cpu, cuda or cuda:N"),
+        ({"device": "cuda:"}, r"device \(--device\) must be auto, cpu, cuda or cuda:N"),
+        ({"deterministic": "yes"}, r"deterministic \(--deterministic\) must be true or false"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_flag_named(changes, match):
@@ -133,3 +136,11 @@ def test_importing_the_config_and_the_cli_choices_does_not_import_torch():
 
     code = "import sys, fedtrain.config, fedtrain.errors; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_the_device_is_a_spec_recorded_as_given_and_auto_by_default():
+    assert (TrainConfig().device, TrainConfig().deterministic) == ("auto", False)
+    for spec in ("auto", "cpu", "cuda", "cuda:3"):  # not resolved here: a record may name a GPU this machine lacks
+        cfg = TrainConfig(device=spec, deterministic=True)
+        assert cfg.to_dict()["device"] == spec and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "deterministic")}) == TrainConfig()

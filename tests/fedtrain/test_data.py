@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedtrain.data import augment_batch, evaluation_tensors, load_dataset, subset_indices
+from fedtrain.data import apply_augmentation, augment_batch, augmentation_draws, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 from tests.conftest import write_cifar, write_mnist_like
 
@@ -127,3 +127,27 @@ def test_evaluation_subset_is_seeded_sorted_and_unaugmented():
     assert x_all.shape[0] == 300
     with pytest.raises(ConfigError, match="split must be"):
         evaluation_tensors(ds, "validation")
+
+
+def test_augmentation_on_a_device_uses_the_cpu_generator_and_crops_the_same(device):
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    expected = augment_batch(images, torch.Generator().manual_seed(5))
+    on_device = augment_batch(images.to(device), torch.Generator().manual_seed(5))  # a CPU generator drives it
+    assert on_device.device.type == device.type and torch.equal(on_device.cpu(), expected)
+    draws = augmentation_draws(16, torch.Generator().manual_seed(5))
+    assert draws.shape == (3, 16) and draws.dtype == torch.int64 and set(draws[2].tolist()) <= {0, 1}
+    assert torch.equal(apply_augmentation(images.to(device), draws.to(device)).cpu(), expected)
+
+
+def test_a_dataset_moves_to_a_device_and_normalises_there(device):
+    ds = load_dataset("synthetic")
+    moved = ds.to(device)
+    assert moved.train_images.device.type == device.type and moved.train_images.dtype == torch.uint8
+    assert moved.describe() == ds.describe() and ds.train_images.device.type == "cpu"  # the original stays
+    x, y = evaluation_tensors(moved, "test", 50, seed=1)
+    x_cpu, y_cpu = evaluation_tensors(ds, "test", 50, seed=1)
+    assert x.device.type == device.type and torch.equal(y.cpu(), y_cpu)
+    torch.testing.assert_close(x.cpu(), x_cpu, rtol=0, atol=1e-6)  # a GPU may divide by 255 as a multiplication
+    normalize = ds.normalizer(device)
+    assert normalize.mean.device.type == device.type
+    torch.testing.assert_close(normalize(moved.train_images[:8]).cpu(), ds.normalize(ds.train_images[:8]), rtol=0, atol=1e-6)
