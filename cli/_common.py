@@ -42,3 +42,8 @@ def data_dir_option(func: F) -> F:
         default=None,
         help="Folder holding the dataset files (required for CIFAR; Fashion-MNIST is found under /usr/share/datasets).",
     )(func)
+
+
+def device_option(default: str | None = "auto", help: str = "Where to compute: auto (a GPU when there is one), cpu, cuda or cuda:N.") -> Callable[[F], F]:
+    """``--device auto|cpu|cuda|cuda:N`` (checked by the library's settings records, which say what is wrong)."""
+    return click.option("--device", default=default, show_default=default is not None, metavar="auto|cpu|cuda|cuda:N", help=help)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import data_dir_option, friendly_errors
+from fedlandscape_cli._common import data_dir_option, device_option, friendly_errors
 from landscape.report.presets import REPRODUCE_PRESETS
 
 
@@ -18,8 +18,10 @@ from landscape.report.presets import REPRODUCE_PRESETS
               help="Reproduction folder; rerunning with the same preset continues where it stopped and redraws.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Number of seeds (0..N-1), each a full set of runs.")
 @data_dir_option
+@device_option(help="Where every stage computes: auto (a GPU when there is one), cpu, cuda or cuda:N. Not part of the "
+                    "plan: a reproduction may be continued on another machine.")
 @friendly_errors
-def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None) -> None:
+def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None, device: str) -> None:
     """Train FedAvg, FedSAM, FedASAM (+SWA) on a heterogeneous and a homogeneous split, analyse every final model, draw the figures.
 
     \b
@@ -31,7 +33,7 @@ def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None) -> None
     """
     from landscape.report.reproduce import reproduce as run_reproduction
 
-    record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, log=click.echo)
+    record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, device=device, log=click.echo)
     click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}")
     click.echo((out / "figures" / "results.md").read_text())
     click.echo((out / "figures" / "claims.md").read_text())

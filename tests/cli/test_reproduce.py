@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
@@ -24,6 +27,15 @@ def test_reproduce_rejects_nonsense_before_doing_anything(tmp_path):
     assert preset.exit_code == 2 and "quick" in preset.output
     cifar = runner.invoke(main, ["reproduce", "--preset", "paper-cifar10", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path)])
     assert cifar.exit_code == 1 and "cifar-10-batches-py" in cifar.output and "Traceback" not in cifar.output
+    device = runner.invoke(main, ["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r"), "--device", "gpu0"])
+    assert device.exit_code == 1 and "auto, cpu, cuda or cuda:N" in device.output and "Traceback" not in device.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without a GPU says")
+def test_reproduce_on_a_missing_gpu_writes_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r"), "--device", "cuda"])
+    assert result.exit_code == 1 and "--device cpu" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from fedtrain.config import TrainConfig, preset_config
 from fedtrain.data import load_dataset
+from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import ConfigError
 from fedtrain.io import json_roundtrip, read_json, write_json
 from fedtrain.run import RunPaths, train
@@ -64,10 +65,12 @@ class RunSpec:
         return out / "runs" / self.split / self.name / f"seed{self.seed}"
 
 
-def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.PathLike[str] | None = None) -> list[RunSpec]:
+def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.PathLike[str] | None = None,
+              device: str = "auto") -> list[RunSpec]:
     """All training runs, plain runs before the SWA runs that branch off them.
 
-    Plain runs keep a checkpoint at the SWA start round, where their SWA twin branches off.
+    Plain runs keep a checkpoint at the SWA start round, where their SWA twin branches off. ``device``
+    says where they train; it is not part of what a run is (a run may resume on another device).
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
@@ -77,7 +80,8 @@ def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.Pat
             for algorithm, swa in settings.algorithms[split]:
                 base = preset_config(settings.train_preset, **{**settings.train_overrides, "alpha": alpha,
                                                                "algorithm": algorithm, "seed": seed,
-                                                               "data_dir": None if data_dir is None else str(data_dir)})
+                                                               "data_dir": None if data_dir is None else str(data_dir),
+                                                               "device": device})
                 config = base.replace(swa=True) if swa else base.replace(checkpoint_rounds=(base.swa_start_round,))
                 specs.append(RunSpec(split, alpha, algorithm, swa, seed, config))
     return sorted(specs, key=lambda s: s.swa)
@@ -101,6 +105,7 @@ def reproduce(
     *,
     seeds: int = 1,
     data_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) a reproduction into ``out`` and draw its figures.
@@ -110,6 +115,8 @@ def reproduce(
         out: the reproduction folder; rerunning continues where it stopped and redraws the figures.
         seeds: number of seeds (0 .. seeds-1), each a full set of runs.
         data_dir: where the dataset is (CIFAR needs it).
+        device: where every stage computes (``auto``, ``cpu``, ``cuda``, ``cuda:N``); not part of the plan,
+            so a reproduction started on one machine may be finished on another.
         log: called with one line per stage (the library itself never prints).
 
     Returns:
@@ -134,10 +141,11 @@ def reproduce(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
         )
-    specs = plan_runs(settings, seeds, data_dir=data_dir)
-    load_dataset(specs[0].config.dataset, data_dir)  # fail on missing data before anything is written
+    specs = plan_runs(settings, seeds, data_dir=data_dir, device=device)
+    used = device_record(resolve_device(device))  # fail on a missing GPU or data before anything is written
+    load_dataset(specs[0].config.dataset, data_dir)
     write_json(plan_file, plan)
-    record: dict[str, Any] = {"preset": name, "seeds": seeds, "stages": []}
+    record: dict[str, Any] = {"preset": name, "seeds": seeds, "device": device, "device_used": used, "stages": []}
 
     def stage(kind: str, label: str, action: Callable[[], Any] | None) -> None:
         start = time.perf_counter()
@@ -164,10 +172,10 @@ def reproduce(
                   lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b))
 
     for spec in specs:
-        _analyse(spec, spec.folder(root), settings, stage, data_dir)
+        _analyse(spec, spec.folder(root), settings, stage, data_dir, device)
     for seed in range(seeds):
         for split, _ in settings.splits:
-            _plane(root, specs, split, seed, settings, stage, data_dir)
+            _plane(root, specs, split, seed, settings, stage, data_dir, device)
 
     figures_dir = root / "figures"
     start = time.perf_counter()
@@ -195,23 +203,23 @@ def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
 
 
 def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: Callable[..., None],
-             data_dir: str | os.PathLike[str] | None) -> None:
+             data_dir: str | os.PathLike[str] | None, device: str) -> None:
     final = RunPaths(folder).final
     label = f"{spec.split} {spec.name} seed {spec.seed}"
     hessian_file = folder / "analysis" / "hessian.json"
-    hessian = dataclasses.replace(settings.hessian, seed=spec.seed)
+    hessian = dataclasses.replace(settings.hessian, seed=spec.seed, device=device)
     stage("hessian", label, None if hessian_file.is_file() else
           lambda: write_json(hessian_file, analyze_checkpoint(final, hessian, data_dir=data_dir).to_dict()))
     surface_file = folder / "analysis" / "surface.npz"
     exists = surface_file.is_file()
     done = exists and load_surface(surface_file).complete
-    surface = dataclasses.replace(settings.surface, seed=spec.seed)
+    surface = dataclasses.replace(settings.surface, seed=spec.seed, device=device)
     stage("surface", label, None if done else
           lambda: surface_for_checkpoint(final, surface, data_dir=data_dir, out=surface_file, resume=exists))
 
 
 def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: ReproduceSettings,
-           stage: Callable[..., None], data_dir: str | os.PathLike[str] | None) -> None:
+           stage: Callable[..., None], data_dir: str | os.PathLike[str] | None, device: str) -> None:
     chosen = [next((s for s in specs if (s.split, s.seed, s.algorithm, s.swa) == (split, seed, a, w)), None)
               for a, w in PLANE_MODELS]
     if any(s is None for s in chosen):
@@ -222,7 +230,7 @@ def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: Re
         return
     finals = [RunPaths(s.folder(root)).final for s in chosen]  # type: ignore[union-attr]
     labels = [algorithm_label(s.config) for s in chosen]  # type: ignore[union-attr]
-    plane = dataclasses.replace(settings.plane, seed=seed)
+    plane = dataclasses.replace(settings.plane, seed=seed, device=device)
     # The grid is saved chunk by chunk beside the plane; the plane file itself is written once, with its labels.
     partial = target.with_name(PARTIAL_PLANE)
 

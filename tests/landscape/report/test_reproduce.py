@@ -66,6 +66,16 @@ def test_every_stage_writes_its_files(smoke):
     assert any(line.startswith("[train] heterogeneous fedasam-swa seed 0 (from the SWA start") for line in lines)
 
 
+def test_every_stage_records_the_device_it_computed_on(smoke):
+    out, record, _ = smoke
+    assert record["device"] == "auto" and record["device_used"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    run = next(p.parent for p in (out / "runs").rglob("summary.json"))
+    assert json.loads((run / "summary.json").read_text())["device_used"] == record["device_used"]
+    assert json.loads((run / "analysis" / "hessian.json").read_text())["config"]["device_used"]["device"] == record["device_used"]["device"]
+    assert load_surface(run / "analysis" / "surface.npz").metadata["device_used"]["device"] == record["device_used"]["device"]
+    assert json.loads((out / "plan.json").read_text())["settings"]["hessian"]["device"] == "auto"
+
+
 def test_table_numbers_are_the_per_stage_numbers(smoke):
     out, _, _ = smoke
     rows = {(r["split"], r["algorithm"]): r for r in _read_csv(out / "figures" / "results.csv")}
