@@ -232,17 +232,37 @@ def _numerics(config: TrainConfig, device: torch.device) -> Iterator[None]:
     Both settings are process-wide in torch; they are restored when the run ends.
     """
     determinism = deterministic_algorithms(True) if config.deterministic else contextlib.nullcontext()
-    if device.type != "cuda":
-        with determinism:
-            yield
-        return
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    with determinism, (_ieee_float32() if device.type == "cuda" else contextlib.nullcontext()):
+        yield
+
+
+@contextlib.contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """float32 matmuls and cuDNN convolutions in IEEE float32 inside the block, not TF32 (10-bit mantissa).
+
+    The paper's training is float32; cuDNN's default on Ampere and later GPUs is TF32 for convolutions.
+    The legacy ``allow_tf32`` flags are used unless the process has set torch's newer per-backend
+    ``fp32_precision`` settings (torch >= 2.9), after which torch refuses to read the legacy flags.
+    """
+    backends = torch.backends
     try:
-        with determinism:
+        saved_flags = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+    except RuntimeError:  # the newer settings are in use: keep to them
+        handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+        saved = [h.fp32_precision for h in handles]
+        for h in handles:
+            h.fp32_precision = "ieee"
+        try:
             yield
+        finally:
+            for h, value in zip(handles, saved):
+                h.fp32_precision = value
+        return
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
+    try:
+        yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved_flags
 
 
 def _train(

@@ -9,7 +9,7 @@ from fedtrain.checkpoint import load_checkpoint
 from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.io import read_json
-from fedtrain.run import TIMING_FIELDS, train
+from fedtrain.run import TIMING_FIELDS, _ieee_float32, train
 from tests.conftest import write_cifar
 
 # On CUDA, one round of the tiny CNN below agrees with the CPU to float32 rounding (TF32 is off in train):
@@ -51,7 +51,11 @@ def tensors(ckpt) -> dict[str, torch.Tensor]:
 
 def test_a_run_on_each_device_writes_the_cpu_runs_files_and_keys_and_cpu_checkpoints(tmp_path, device):
     reference = train(tiny(device="cpu"), tmp_path / "cpu")
-    summary = train(tiny(device=device.type), tmp_path / "dev")
+    tf32_before = torch.backends.cudnn.allow_tf32
+    tf32_during = []
+    summary = train(tiny(device=device.type), tmp_path / "dev", progress=lambda _: tf32_during.append(torch.backends.cudnn.allow_tf32))
+    assert set(tf32_during) == {tf32_before if device.type == "cpu" else False}  # float32 is float32 on a GPU
+    assert torch.backends.cudnn.allow_tf32 == tf32_before
     run = tmp_path / "dev"
     assert files(run) == files(tmp_path / "cpu")
     assert summary.keys() == reference.keys() and read_json(run / "summary.json") == json.loads(json.dumps(summary))
@@ -110,6 +114,26 @@ def test_deterministic_changes_no_cpu_number_and_restores_the_global_setting(tmp
     b = tensors(load_checkpoint(tmp_path / "strict" / "checkpoints" / "final.pt"))
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert metrics_without_timing(tmp_path / "plain") == metrics_without_timing(tmp_path / "strict")
+
+
+def test_ieee_float32_turns_tf32_off_and_restores_either_kind_of_setting():
+    backends = torch.backends
+    before = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+    with _ieee_float32():
+        assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == (False, False)
+    assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == before
+    handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+    legacy = [h.fp32_precision for h in handles]
+    try:
+        backends.cudnn.conv.fp32_precision, backends.cudnn.rnn.fp32_precision = "tf32", "ieee"  # the newer settings, mixed
+        with _ieee_float32():
+            assert [h.fp32_precision for h in handles] == ["ieee"] * 3
+        assert [h.fp32_precision for h in handles][1:] == ["tf32", "ieee"]
+    finally:
+        for h, value in zip(handles, legacy):
+            h.fp32_precision = value
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = before
+    assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without a GPU says")
