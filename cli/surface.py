@@ -41,9 +41,10 @@ DEFAULTS = SurfaceSettings()
 @click.option("--bn", type=click.Choice(BN_MODES), default=DEFAULTS.bn, show_default=True, help="BatchNorm: frozen statistics, or recomputed on training samples at every point.")
 @click.option("--weights", type=click.Choice(WEIGHTS), default=DEFAULTS.weights, show_default=True, help="Which model of the checkpoint: SWA when present (auto), SWA, or the last global model.")
 @click.option("--one-dim", type=click.Choice(ONE_DIM_POLICIES), default=DEFAULTS.one_dim, show_default=True, help="Random directions on biases and norm layers: zero (Li et al.'s biasbn), copy the weights, or normalise.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="Samples per forward pass (64 was fastest on a 2-core CPU: bench/results/surface.txt).")
-@click.option("--points-per-pass", type=click.IntRange(min=1), default=DEFAULTS.points_per_pass, show_default=True, help="Grid points per pass over the data; the file is saved after each such chunk.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, help="Samples per forward pass. Default: 64 on the CPU (fastest on 2 cores: bench/results/surface.txt); on a GPU chosen from its free memory.")
+@click.option("--points-per-pass", type=click.IntRange(min=1), default=DEFAULTS.points_per_pass, help="Grid points per pass over the data; the file is saved after each such chunk. Default: 8 on the CPU; on a GPU chosen from its free memory (recorded, so --resume reuses it).")
 @click.option("--method", type=click.Choice(EVALUATION_METHODS), default=DEFAULTS.method, show_default=True, help="Evaluate a chunk's points one by one (loop) or vectorised (vmap).")
+@click.option("--device", default=DEFAULTS.device, show_default=True, metavar="auto|cpu|cuda|cuda:N", help="Where to evaluate: auto (a GPU when there is one), cpu, cuda or cuda:N. --resume needs the same kind of device (the CPU, or a GPU of the same model).")
 @seed_option(default=DEFAULTS.seed)
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("surface"), show_default=True, help="Output folder for surface.npz and the figures.")
@@ -55,15 +56,15 @@ DEFAULTS = SurfaceSettings()
 @friendly_errors
 def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Path | None, plane: tuple[Path, Path] | None,
                  range_: float, steps: int, dims: int, margin: float | None, splits: tuple[str, ...], samples: int, bn: str,
-                 weights: str, one_dim: str, batch_size: int, points_per_pass: int, method: str, seed: int,
+                 weights: str, one_dim: str, batch_size: int | None, points_per_pass: int | None, method: str, device: str, seed: int,
                  data_dir: Path | None, out: Path, resume: bool, from_files: tuple[Path, ...], kinds: tuple[str, ...],
                  log_scale: bool, vmax: float | None) -> None:
     """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
 
     \b
-    $ landscape plot-surface runs/fedavg.pt runs/fedasam.pt --steps 21 --samples 2000 --out surf
-    BatchNorm: eval (frozen statistics) ...
-    {"surfaces": [{"label": "fedavg", "file": "surf/fedavg/surface.npz", ...}], "figures": [...]}
+    $ landscape plot-surface runs/fedavg.pt runs/fedasam.pt --steps 21 --samples 2000 --device cuda --out surf
+    fedavg: random [21, 21] on {'train': 2000} samples, BatchNorm: eval (model has no BatchNorm), computed on cuda:0 -> surf/fedavg/surface.npz
+    {"surfaces": [{"label": "fedavg", "file": "surf/fedavg/surface.npz", ..., "device_used": {"device": "cuda:0", ...}}], ...}
     """
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json
@@ -80,14 +81,15 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
         settings = SurfaceSettings(
             directions=directions, range=range_, steps=steps, dims=dims, margin=margin, splits=splits, num_examples=samples,
             seed=seed, bn=bn, weights=weights, one_dim=one_dim, batch_size=batch_size, points_per_pass=points_per_pass,
-            method=method,
+            method=method, device=device,
         )
         results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
                                            data_dir=data_dir, resume=resume)
     figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
     summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
     for row in summary:
-        click.echo(f"{row['label']}: {row['kind']} {row['shape']} on {row['num_examples']} samples, BatchNorm: {row['bn']} -> {row['file']}", err=True)
+        where = f", computed on {row['device_used']['device']}" if row["device_used"] else ""
+        click.echo(f"{row['label']}: {row['kind']} {row['shape']} on {row['num_examples']} samples, BatchNorm: {row['bn']}{where} -> {row['file']}", err=True)
     click.echo(to_json({"surfaces": summary, "figures": [str(f) for f in figures]}), file=sys.stdout)
 
 
@@ -95,7 +97,7 @@ def _summary(label: str, file: Path, surface: Surface) -> dict[str, Any]:
     meta = surface.metadata
     bn = meta.get("bn", "?") + ("" if meta.get("has_batchnorm", True) else " (model has no BatchNorm)")
     row = {"label": label, "file": str(file), "kind": meta.get("kind"), "shape": list(surface.shape), "bn": bn,
-           "num_examples": meta.get("num_examples"), "complete": surface.complete}
+           "num_examples": meta.get("num_examples"), "complete": surface.complete, "device_used": meta.get("device_used")}
     for split in surface.splits:
         loss = surface.value(split, "loss")
         row[f"{split}_loss_min"] = float(loss[surface.done].min())

@@ -153,8 +153,9 @@ class SurfaceSettings:
         bn: BatchNorm ``eval`` (frozen statistics) or ``recalibrate`` (recomputed at every point).
         weights: which model of a checkpoint (``auto``: SWA when present).
         one_dim: random directions on 1-D tensors: ``zero`` (Li et al.'s biasbn), ``keep`` or ``filter``.
-        batch_size: samples per forward pass.
-        points_per_pass: grid points per pass over the data (also the unit of saving).
+        batch_size: samples per forward pass (``None``: 64 on the CPU, chosen from free memory on a GPU).
+        points_per_pass: grid points per pass over the data, also the unit of saving (``None``: 8 on the
+            CPU, chosen from free memory on a GPU; see :mod:`landscape.surface.passes`).
         method: evaluate a chunk's points one by one (``loop``) or vectorised (``vmap``).
         device: where the models, the data and the grid evaluation live: ``auto`` (CUDA when available),
             ``cpu``, ``cuda`` or ``cuda:N`` (resolved by :func:`fedtrain.device.resolve_device`).
@@ -171,8 +172,8 @@ class SurfaceSettings:
     bn: str = "eval"
     weights: str = "auto"
     one_dim: str = "zero"
-    batch_size: int = 64
-    points_per_pass: int = 8
+    batch_size: int | None = None
+    points_per_pass: int | None = None
     method: str = "loop"
     device: str = "auto"
 
@@ -194,8 +195,8 @@ class SurfaceSettings:
             _positive_float("margin", self.margin, allow_zero=True)
         _optional_positive_int("num_examples", self.num_examples)
         _positive_int("seed", self.seed, minimum=0)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("points_per_pass", self.points_per_pass)
+        _optional_positive_int("batch_size", self.batch_size)
+        _optional_positive_int("points_per_pass", self.points_per_pass)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :func:`settings_from_dict` round-trips it."""

@@ -5,10 +5,21 @@ record and its inputs (the checkpoints of a line or plane, the data folder, the 
 resume) from keywords. The numerics live in :mod:`~landscape.surface.directions` and
 :mod:`~landscape.surface.grid`; this module knows the files: it names the checkpoints in its errors and
 records their hashes, so a partial ``surface.npz`` is resumed only by the request that started it.
+
+``settings.device`` is resolved once here. Checkpoints are read and directions made on the CPU (random
+directions come from a CPU generator, so they are the same on every machine); the grid is evaluated on
+the resolved device (Hessian directions are computed there too), and the surface is saved as NumPy.
+
+Resuming on another device: a partial surface is finished on the same kind of device it was started
+on, the CPU or a GPU of the same model (another index, ``cuda:1`` for ``cuda:0``, is fine). A resume
+on another kind is refused with a message naming both: float32 kernels round differently on each, so
+one grid would mix two roundings (about 1e-6 relative apart) and the bit-identical resume would be lost.
+Each run that computed points of a surface is listed in ``metadata["device_runs"]``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +32,7 @@ from torch import nn
 
 from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_checkpoint
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset
+from fedtrain.device import device_record, resolve_device, to_cpu
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.io import json_roundtrip
 from landscape.hessian.analysis import hessian_eigenvectors
@@ -34,6 +46,7 @@ from landscape.surface.directions import (
     random_directions,
 )
 from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
+from landscape.surface.passes import PassPlan, plan_passes
 from landscape.surface.record import Surface, load_surface, save_surface
 
 __all__ = [
@@ -103,12 +116,16 @@ def slice_for(
     return SurfaceSlice(settings.directions, (origin,), settings.margin)
 
 
-def resume_request(settings: SurfaceSettings, slice_: SurfaceSlice, checkpoints_sha256: Sequence[str]) -> dict[str, Any]:
+def resume_request(
+    settings: SurfaceSettings, slice_: SurfaceSlice, checkpoints_sha256: Sequence[str], passes: PassPlan
+) -> dict[str, Any]:
     """What a partial ``surface.npz`` must have been asked for to be resumed: its ``metadata["request"]``.
 
     Settings that do not shape this kind of slice are ``None`` (``range`` and ``dims`` for a line or
-    plane, ``one_dim`` for anything but random directions). Files written since format 1 hold exactly
-    these keys and values; changing either makes their partial grids unresumable.
+    plane, ``one_dim`` for anything but random directions). ``batch_size`` and ``points_per_pass`` are
+    those in effect (``passes``: fixed, the CPU defaults or chosen from GPU memory), never ``None``.
+    Files written since format 1 hold exactly these keys and values; changing either makes their
+    partial grids unresumable. The device is not part of the request (see the module docstring).
     """
     axes_around_origin = not slice_.through_models
     return {
@@ -124,8 +141,8 @@ def resume_request(settings: SurfaceSettings, slice_: SurfaceSlice, checkpoints_
         "seed": settings.seed,
         "bn": settings.bn,
         "one_dim": settings.one_dim if slice_.kind == "random" else None,
-        "batch_size": settings.batch_size,
-        "points_per_pass": settings.points_per_pass,
+        "batch_size": passes.batch_size,
+        "points_per_pass": passes.points_per_pass,
         "method": settings.method,
     }
 
@@ -159,20 +176,28 @@ def _evaluation_data(
     return dataset, data, train
 
 
-def _hessian_directions(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, ndim: int, seed: int) -> Directions:
-    eigenvalues, vectors = hessian_eigenvectors(model, inputs, labels, top_k=ndim, seed=seed)
+def _hessian_directions(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, ndim: int, seed: int, device: torch.device
+) -> Directions:
+    """Top Hessian eigenvectors of the train subset, computed on ``device`` (a private copy of the model), kept on the CPU."""
+    on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+    eigenvalues, vectors = hessian_eigenvectors(on_device, inputs.to(device), labels.to(device), top_k=ndim, seed=seed)
     info = {"eigenvalues": [float(v) for v in eigenvalues], "seed": seed, "normalization": "unit eigenvectors",
             "num_hessian_examples": int(labels.shape[0])}
-    return directions_from_vectors(_params(model), list(vectors)[:ndim], kind="hessian", info=info)
+    return directions_from_vectors(_params(model), [to_cpu(v) for v in vectors][:ndim], kind="hessian", info=info)
 
 
 def _directions(
-    slice_: SurfaceSlice, models: Sequence[tuple[Checkpoint, nn.Module]], settings: SurfaceSettings, train: Batch | None
+    slice_: SurfaceSlice,
+    models: Sequence[tuple[Checkpoint, nn.Module]],
+    settings: SurfaceSettings,
+    train: Batch | None,
+    device: torch.device,
 ) -> Directions:
-    """The axes of the slice; errors of a line or plane name the checkpoints they come from."""
+    """The axes of the slice, on the CPU; errors of a line or plane name the checkpoints they come from."""
     params = [_params(model) for _, model in models]
     if slice_.kind == "hessian":
-        return _hessian_directions(models[0][1], *train, ndim=settings.dims, seed=settings.seed)  # type: ignore[misc]
+        return _hessian_directions(models[0][1], *train, ndim=settings.dims, seed=settings.seed, device=device)  # type: ignore[misc]
     if slice_.kind == "random":
         return random_directions(params[0], ndim=settings.dims, seed=settings.seed, one_dim=settings.one_dim)  # type: ignore[arg-type]
     through = interpolation_directions if slice_.kind == "interpolation" else plane_directions
@@ -192,8 +217,8 @@ def _coordinates(slice_: SurfaceSlice, settings: SurfaceSettings, directions: Di
     return [symmetric_coordinates(settings.range, settings.steps)] * settings.dims
 
 
-def _partial_to_resume(target: Path | None, request: Mapping[str, Any], resume: bool) -> Surface | None:
-    """The partial surface to finish, after checking it answers the same request."""
+def _partial_to_resume(target: Path | None, resume: bool) -> Surface | None:
+    """The partial surface to finish (``None`` when starting afresh); an unfinished file needs ``resume``."""
     if target is None:
         if resume:
             raise ConfigError("resume needs the output path (--out) of the partial surface to finish.")
@@ -210,14 +235,74 @@ def _partial_to_resume(target: Path | None, request: Mapping[str, Any], resume: 
                 "Pass --resume to finish it, or delete it (or choose another --out) to start afresh."
             )
         return None
-    stored = existing.metadata.get("request", {})
+    return existing
+
+
+def _check_same_request(partial: Surface | None, request: Mapping[str, Any], target: Path | None) -> None:
+    """A partial surface is resumed only by the request that started it."""
+    if partial is None:
+        return
+    stored = partial.metadata.get("request", {})
     differing = sorted(k for k in request if stored.get(k) != json_roundtrip(request[k]))
     if differing:
         raise ConfigError(
             f"Cannot resume {target}: it was computed with different settings ({', '.join(differing)}). Resume with "
             "the original settings, or start afresh without --resume."
         )
-    return existing
+
+
+def _device_kind(record: Mapping[str, Any]) -> str:
+    """``"cpu"``, or ``"cuda (GPU model)"``: what must match for a resume (the GPU's index need not)."""
+    device = str(record.get("device", "cpu"))
+    return "cpu" if device == "cpu" else f"{device.split(':')[0]} ({record.get('name')})"
+
+
+def _check_same_device(partial: Surface | None, device: torch.device, target: Path | None) -> None:
+    """A partial surface is finished on the kind of device it was started on (files from before devices: the CPU)."""
+    if partial is None:
+        return
+    stored = partial.metadata.get("device_used", {"device": "cpu"})
+    started, here = _device_kind(stored), _device_kind(device_record(device))
+    if started != here:
+        raise ConfigError(
+            f"Cannot resume {target} on {here}: it was started on {started}, and one grid computed on two kinds of "
+            f"device would mix two float32 roundings. Resume it with --device {stored.get('device', 'cpu')} (or "
+            "another GPU of the same model), or start afresh without --resume."
+        )
+
+
+def _ndim(slice_: SurfaceSlice, settings: SurfaceSettings) -> int:
+    """Axes of the slice: one for a line, two for a plane, ``dims`` around a checkpoint."""
+    return 1 if slice_.kind == "interpolation" else 2 if slice_.kind == "plane" else settings.dims
+
+
+def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _passes(
+    settings: SurfaceSettings,
+    slice_: SurfaceSlice,
+    model: nn.Module,
+    data: Mapping[str, Batch],
+    train: Batch | None,
+    partial: Surface | None,
+    device: torch.device,
+) -> PassPlan:
+    """Points per pass and batch size: fixed, reused from the partial file being resumed, or planned for ``device``."""
+    batch_size, points_per_pass = settings.batch_size, settings.points_per_pass
+    if partial is not None and (batch_size is None or points_per_pass is None):
+        stored = partial.metadata.get("request", {})  # a choice made by memory (or a default) is reproduced
+        batch_size = stored.get("batch_size") if batch_size is None else batch_size
+        points_per_pass = stored.get("points_per_pass") if points_per_pass is None else points_per_pass
+        if isinstance(batch_size, int) and isinstance(points_per_pass, int):
+            return PassPlan(points_per_pass, batch_size, "partial file")
+    ndim = _ndim(slice_, settings)
+    inputs = [x for x, _ in data.values()] + ([] if train is None or "train" in data else [train[0]])
+    resident = _nbytes(inputs) + (2 + ndim) * _nbytes(list(model.parameters()))  # data; model copy, origin, axes
+    first = inputs[0]
+    return plan_passes(model, first[0], device, num_examples=int(first.shape[0]), num_points=settings.steps**ndim,
+                       resident_bytes=resident, batch_size=batch_size, points_per_pass=points_per_pass)
 
 
 def _check_same_directions(partial: Surface | None, directions: Directions, target: Path | None) -> None:
@@ -234,8 +319,10 @@ def _provenance(
     models: Sequence[tuple[Checkpoint, nn.Module]],
     dataset: ImageDataset,
     settings: SurfaceSettings,
+    passes: PassPlan,
+    device_runs: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The metadata that ties a surface to its request, checkpoints (with sha256), model, data and versions."""
+    """The metadata that ties a surface to its request, checkpoints (with sha256), model, data, devices and versions."""
     first = models[0][0]
     return {
         "request": dict(request),
@@ -248,7 +335,15 @@ def _provenance(
         "seeds": {"directions": settings.seed, "subset": settings.seed},
         "splits": list(settings.splits),
         "versions": library_versions(),
+        "pass_plan": passes.to_dict(),
+        "device_runs": device_runs,
     }
+
+
+def _device_runs(partial: Surface | None, device: torch.device) -> list[dict[str, Any]]:
+    """The runs that computed points of this surface: the partial file's (files from before devices: unknown), then this one."""
+    earlier = [] if partial is None else list(partial.metadata.get("device_runs", []))
+    return [*earlier, {"device_used": device_record(device), "points_before": 0 if partial is None else int(partial.done.sum())}]
 
 
 def surface_for_checkpoint(
@@ -284,25 +379,45 @@ def surface_for_checkpoint(
         samples, the grid request and (for lines and planes) the models' coordinates.
 
     Raises:
-        ConfigError: ``interpolate`` with ``plane``, ``resume`` without a matching partial file, or an
-            unfinished file at ``out`` without ``resume``.
+        ConfigError: ``interpolate`` with ``plane``, ``resume`` without a matching partial file (or on
+            another kind of device), an unfinished file at ``out`` without ``resume``, a device this
+            machine does not have, or too little free GPU memory.
         CheckpointError: unreadable checkpoints, checkpoints of different architectures, or three on one line.
     """
+    return _surface(checkpoint, settings, resolve_device(settings.device), interpolate=interpolate, plane=plane,
+                    data_dir=data_dir, out=out, resume=resume)
+
+
+def _surface(
+    checkpoint: str | os.PathLike[str],
+    settings: SurfaceSettings,
+    device: torch.device,
+    *,
+    interpolate: str | os.PathLike[str] | None,
+    plane: Sequence[str | os.PathLike[str]] | None,
+    data_dir: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+) -> Surface:
+    """:func:`surface_for_checkpoint` on a resolved device."""
     slice_ = slice_for(checkpoint, settings, interpolate=interpolate, plane=plane)
     models = _load_models(slice_.paths, settings.weights)
     needs_train = settings.bn == "recalibrate" or slice_.kind == "hessian"
     dataset, data, train = _evaluation_data(models[0][0], settings, data_dir, needs_train=needs_train)
-    request = resume_request(settings, slice_, [file_sha256(p) for p in slice_.paths])
     target = surface_path(out) if out is not None else None
-    partial = _partial_to_resume(target, request, resume)
-    directions = _directions(slice_, models, settings, train)
+    partial = _partial_to_resume(target, resume)
+    _check_same_device(partial, device, target)
+    passes = _passes(settings, slice_, models[0][1], data, train, partial, device)
+    request = resume_request(settings, slice_, [file_sha256(p) for p in slice_.paths], passes)
+    _check_same_request(partial, request, target)
+    directions = _directions(slice_, models, settings, train, device)
     _check_same_directions(partial, directions, target)
     surface = compute_surface(
         models[0][1], directions, _coordinates(slice_, settings, directions), data,
-        bn=settings.bn, recalibration_inputs=None if train is None else train[0], batch_size=settings.batch_size,
-        points_per_pass=settings.points_per_pass, method=settings.method, resume_from=partial,
+        bn=settings.bn, recalibration_inputs=None if train is None else train[0], batch_size=passes.batch_size,
+        points_per_pass=passes.points_per_pass, method=settings.method, resume_from=partial,
         on_chunk=None if target is None else (lambda s: save_surface(s, target)),
-        metadata=_provenance(request, models, dataset, settings),
+        metadata=_provenance(request, models, dataset, settings, passes, _device_runs(partial, device)), device=device,
     )
     if target is not None:
         save_surface(surface, target)
@@ -345,17 +460,18 @@ def surfaces_for_checkpoints(
         label -> (surface file, surface).
 
     Raises:
-        ConfigError: no checkpoint, or several with ``interpolate``/``plane``.
+        ConfigError: no checkpoint, or several with ``interpolate``/``plane``, or a device this machine does not have.
     """
     if not checkpoints:
         raise ConfigError("Pass at least one checkpoint (or re-plot saved surfaces with --from).")
     if len(checkpoints) > 1 and (interpolate is not None or plane is not None):
         raise ConfigError("--interpolate and --plane take exactly one first checkpoint; the others are given with the option.")
     labels = checkpoint_labels(checkpoints)
+    device = resolve_device(settings.device)
     results = {}
     for label, path in zip(labels, checkpoints):
         target = Path(out) / "surface.npz" if len(checkpoints) == 1 else Path(out) / label.replace("/", "_") / "surface.npz"
-        surface = surface_for_checkpoint(path, settings, interpolate=interpolate, plane=plane, data_dir=data_dir,
-                                         out=target, resume=resume)
+        surface = _surface(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
+                           out=target, resume=resume)
         results[label] = (target, surface)
     return results

@@ -4,6 +4,9 @@ Every direction is a ``dict[str, Tensor]`` keyed by parameter name, the same key
 ``model.named_parameters()``. A :class:`Directions` bundles the origin (the parameters at coordinate
 0), one or two axes and a JSON-able record of how they were made; the point at coordinates
 ``(a, b)`` is ``origin + a * axes[0] + b * axes[1]``. Nothing here touches a model.
+
+Directions are made on the CPU, where every random draw comes from a CPU generator (the same axes on
+every machine), and moved to the evaluating device with :meth:`Directions.to`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ class Directions:
                     value.add_(axis[name], alpha=float(coefficient))
             out[name] = value
         return out
+
+    def to(self, device: torch.device | str) -> Directions:
+        """The same directions with origin and axes on ``device`` (tensors already there are shared, not copied)."""
+        origin = {name: t.to(device) for name, t in self.origin.items()}
+        axes = tuple({name: t.to(device) for name, t in axis.items()} for axis in self.axes)
+        return Directions(self.kind, origin, axes, self.info)
 
 
 def _as_param_dict(params: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:

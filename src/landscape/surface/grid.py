@@ -4,8 +4,10 @@ A surface is the loss (and accuracy) at ``origin + a * axis_0 + b * axis_1`` for
 (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets"), along filter-normalised random
 directions, top Hessian eigenvectors, the line between two models, or the plane through three
 (Garipov et al. 2018). The grid is computed in fixed chunks of points, each chunk in one pass over
-in-memory data, so a saved partial grid is finished later with identical numbers. Checkpoint files
-are :mod:`landscape.surface.api`'s business; nothing here reads or writes a file.
+in-memory data, so a saved partial grid is finished later with identical numbers. The evaluation runs
+on one device (the data, directions and model copy are moved there once); values come back to the host
+once per chunk and are kept as NumPy arrays. Checkpoint files are :mod:`landscape.surface.api`'s
+business; nothing here reads or writes a file.
 """
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from fedtrain.batchnorm import has_batchnorm
+from fedtrain.device import device_record
 from fedtrain.errors import ConfigError
 from landscape.settings import SPLITS
 from landscape.surface.directions import Directions, directions_sha256
-from landscape.surface.evaluate import Evaluator
+from landscape.surface.evaluate import Evaluator, point_stats
 from landscape.surface.record import QUANTITIES, Surface, value_key
 
 __all__ = [
@@ -105,6 +109,7 @@ def compute_surface(
     resume_from: Surface | None = None,
     on_chunk: Callable[[Surface], None] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
 ) -> Surface:
     """Loss and accuracy at every grid point, chunk by chunk, optionally finishing a partial surface.
 
@@ -112,6 +117,8 @@ def compute_surface(
     each quantity is the mean over the samples of ``data[split]`` with its standard error.
     Points are processed in fixed chunks of ``points_per_pass`` (in ``[x, y]`` order), each chunk
     in one pass over the data; ``on_chunk`` receives the partial surface after each chunk (to save it).
+    The data, the directions and a private copy of the model are moved to ``device`` once; the
+    values of a chunk come back to the host in one transfer.
 
     Args:
         model: the architecture; with ``bn="eval"`` also the frozen BatchNorm statistics. Never modified.
@@ -126,17 +133,21 @@ def compute_surface(
         resume_from: a partial surface of the same grid whose done points are kept.
         on_chunk: called with the surface so far after every chunk.
         metadata: extra JSON-able entries for the result's metadata.
+        device: where the grid is evaluated (the caller resolves ``auto``; see :func:`fedtrain.device.resolve_device`).
 
     Returns:
         The complete surface; its metadata adds the directions' kind, info and sha256, ``bn``,
-        ``has_batchnorm``, ``batch_size``, ``points_per_pass``, ``method`` and ``num_examples`` per split.
+        ``has_batchnorm``, ``batch_size``, ``points_per_pass``, ``method``, ``num_examples`` per split
+        and ``device_used`` (:func:`fedtrain.device.device_record`).
 
     Raises:
         ConfigError: coordinates that do not match the directions, unknown splits, or a ``resume_from``
             of another grid.
     """
     coordinates = _checked_coordinates(directions, coordinates, data, points_per_pass)
-    evaluator = Evaluator(model, batch_size=batch_size, method=method, bn=bn, recalibration_inputs=recalibration_inputs)  # type: ignore[arg-type]
+    device = torch.device(device)
+    evaluator = Evaluator(model, batch_size=batch_size, method=method, bn=bn, recalibration_inputs=recalibration_inputs,  # type: ignore[arg-type]
+                          device=device)
     meta = {
         **(metadata or {}),
         "kind": directions.kind,
@@ -148,7 +159,10 @@ def compute_surface(
         "points_per_pass": points_per_pass,
         "method": method,
         "num_examples": {split: int(labels.shape[0]) for split, (_, labels) in data.items()},
+        "device_used": device_record(device),
     }
+    on_device = directions.to(device)
+    data = {split: (inputs.to(device), labels.to(device)) for split, (inputs, labels) in data.items()}
     values, done = _starting_values(coordinates, list(data), resume_from)
     ys = coordinates[1] if len(coordinates) == 2 else None
     points = _grid(coordinates)
@@ -157,7 +171,7 @@ def compute_surface(
         chunk = slice(start, min(start + points_per_pass, len(points)))
         if flat_done[chunk].all():
             continue
-        _evaluate_chunk(evaluator, [directions.point(p) for p in points[chunk]], data, values, chunk)
+        _evaluate_chunk(evaluator, [on_device.point(p) for p in points[chunk]], data, values, chunk)
         flat_done[chunk] = True
         if on_chunk is not None:
             on_chunk(Surface(coordinates[0], ys, {k: v.copy() for k, v in values.items()}, done.copy(), {**meta, "complete": bool(done.all())}))
@@ -199,9 +213,13 @@ def _evaluate_chunk(
     values: dict[str, np.ndarray],
     chunk: slice,
 ) -> None:
-    """Evaluate one chunk's points on every split and write means and standard errors at ``chunk`` of ``values``."""
-    for split, (inputs, labels) in data.items():
-        stats = evaluator.evaluate(params, inputs, labels)
+    """Evaluate one chunk's points on every split and write means and standard errors at ``chunk`` of ``values``.
+
+    Every split's pass is queued before the one transfer of their statistics to the host.
+    """
+    rows = torch.stack([evaluator.statistics(params, inputs, labels) for inputs, labels in data.values()]).cpu().numpy()
+    for (split, (_, labels)), split_rows in zip(data.items(), rows):
+        stats = point_stats(split_rows, int(labels.shape[0]))
         for quantity, mean, stderr in (("loss", stats.loss, stats.loss_stderr), ("acc", stats.acc, stats.acc_stderr)):
             values[value_key(split, quantity)].reshape(-1)[chunk] = mean
             values[value_key(split, quantity, True)].reshape(-1)[chunk] = stderr

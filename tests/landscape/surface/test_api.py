@@ -17,6 +17,7 @@ from landscape.settings import SurfaceSettings
 from landscape.surface.api import resume_request, slice_for, surface_for_checkpoint, surfaces_for_checkpoints
 from landscape.surface.directions import plane_directions
 from landscape.surface.grid import compute_surface
+from landscape.surface.passes import fixed_or_cpu_defaults
 from landscape.surface.record import load_surface
 from tests.landscape.surface.cases import mlp, params_of, write_checkpoint
 
@@ -112,7 +113,8 @@ def test_hessian_directions_show_their_eigenvalue_as_curvature(tmp_path):
 def test_resume_request_keeps_the_keys_and_values_of_existing_files():
     """Partial files written before the settings record store exactly these requests; they must stay resumable."""
     sha = ["a" * 64, "b" * 64, "c" * 64]
-    random = resume_request(SurfaceSettings(), slice_for("a.pt", SurfaceSettings()), sha[:1])
+    cpu = fixed_or_cpu_defaults(None, None)  # what the settings' defaults give on the CPU
+    random = resume_request(SurfaceSettings(), slice_for("a.pt", SurfaceSettings()), sha[:1], cpu)
     assert random == {
         "kind": "random", "checkpoints_sha256": sha[:1], "weights": "auto", "range": 1.0, "steps": 21, "dims": 2,
         "margin": None, "splits": ["train"], "num_examples": 2000, "seed": 0, "bn": "eval", "one_dim": "zero",
@@ -121,18 +123,18 @@ def test_resume_request_keeps_the_keys_and_values_of_existing_files():
     assert list(random) == ["kind", "checkpoints_sha256", "weights", "range", "steps", "dims", "margin", "splits",
                             "num_examples", "seed", "bn", "one_dim", "batch_size", "points_per_pass", "method"]
     hessian = SurfaceSettings(directions="hessian", dims=1, margin=0.3, splits=("test", "train"), one_dim="keep")
-    assert resume_request(hessian, slice_for("a.pt", hessian), sha[:1]) == {
+    assert resume_request(hessian, slice_for("a.pt", hessian), sha[:1], cpu) == {
         **random, "kind": "hessian", "dims": 1, "margin": 0.3, "splits": ["test", "train"], "one_dim": None,
     }
     settings = SurfaceSettings(steps=11, range=2.0, dims=1, one_dim="keep", seed=3, bn="recalibrate", method="vmap")
-    line = resume_request(settings, slice_for("a.pt", settings, interpolate="b.pt"), sha[:2])
-    plane = resume_request(settings, slice_for("a.pt", settings, plane=["b.pt", "c.pt"]), sha)
+    line = resume_request(settings, slice_for("a.pt", settings, interpolate="b.pt"), sha[:2], cpu)
+    plane = resume_request(settings, slice_for("a.pt", settings, plane=["b.pt", "c.pt"]), sha, cpu)
     through = {**random, "range": None, "steps": 11, "dims": None, "seed": 3, "bn": "recalibrate", "one_dim": None,
                "method": "vmap"}
     assert line == {**through, "kind": "interpolation", "checkpoints_sha256": sha[:2], "margin": 0.5}
     assert plane == {**through, "kind": "plane", "checkpoints_sha256": sha, "margin": 0.2}
     explicit = replace(settings, margin=0.0)
-    assert resume_request(explicit, slice_for("a.pt", explicit, plane=["b.pt", "c.pt"]), sha)["margin"] == 0.0
+    assert resume_request(explicit, slice_for("a.pt", explicit, plane=["b.pt", "c.pt"]), sha, cpu)["margin"] == 0.0
 
 
 def test_slices_take_their_checkpoints_in_order_and_refuse_ambiguous_requests():

@@ -8,14 +8,15 @@ from pathlib import Path
 import landscape.surface
 
 PACKAGE = Path(landscape.surface.__file__).parent
-# module -> the modules of this subpackage it may import: record, directions and evaluate are the floor,
+# module -> the modules of this subpackage it may import: record, directions, evaluate and passes are the floor,
 # grid computes with them, api (checkpoint files) sits on top and nothing here imports it.
 ALLOWED = {
     "record": set(),
     "directions": set(),
     "evaluate": set(),
     "grid": {"record", "directions", "evaluate"},
-    "api": {"record", "directions", "grid"},
+    "passes": set(),
+    "api": {"record", "directions", "grid", "passes"},
 }
 FORBIDDEN = ("landscape.plots", "landscape.report", "fedlandscape_cli", "click")
 
