@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fedtrain._lazy import lazy_exports
 
 # Public name -> the module that owns it. Imported on first use, so that importing one torch-free
 # module of the package (errors, config, settings) does not import torch.
@@ -42,13 +41,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
