@@ -30,7 +30,7 @@ def write_cifar_shaped(out: Path, *, per_batch: int = 10_000, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     class_colour = rng.integers(40, 216, size=(10, 3))
     for name in TRAIN_FILES + TEST_FILES:
-        labels = rng.integers(0, 10, per_batch)
+        labels = rng.permutation(np.arange(per_batch) % 10)  # balanced like CIFAR-10 (5,000 a class): alpha=0 needs it
         noise = rng.integers(-40, 41, size=(per_batch, 3, 1024))
         pixels = np.clip(class_colour[labels][:, :, None] + noise, 0, 255).astype(np.uint8).reshape(per_batch, 3072)
         batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels], b"data": pixels,
