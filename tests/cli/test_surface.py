@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
@@ -115,8 +116,26 @@ def test_choices_and_defaults_are_those_of_the_settings_record():
     fields = {"range_": "range", "samples": "num_examples"}
     defaults = SurfaceSettings()
     for name in ("directions", "range_", "steps", "dims", "margin", "splits", "samples", "bn", "weights", "one_dim",
-                 "batch_size", "points_per_pass", "method", "seed"):
+                 "batch_size", "points_per_pass", "method", "device", "seed"):
         assert options[name].default == getattr(defaults, fields.get(name, name)), name
+
+
+def test_device_is_used_and_reported(tmp_path, device):
+    a = checkpoint(tmp_path / "a.pt")
+    result = invoke(a, *FAST, "--dims", "1", "--device", str(device), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["surfaces"][0]
+    assert row["device_used"]["device"].split(":")[0] == device.type and f"computed on {device.type}" in result.stderr
+    assert load_surface(tmp_path / "out" / "surface.npz").metadata["device_used"] == row["device_used"]
+
+
+@pytest.mark.parametrize(("device", "message"), [("gpu", "--device) must be"), ("cuda:x", "--device) must be")]
+                         + ([] if torch.cuda.is_available() else [("cuda", "asks for a GPU")]))
+def test_a_device_this_machine_lacks_or_a_malformed_one_is_a_clean_error(tmp_path, device, message):
+    a = checkpoint(tmp_path / "a.pt")
+    result = CliRunner().invoke(main, ["plot-surface", a, *FAST, "--device", device, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_installed_script_runs(tmp_path):

@@ -1,4 +1,4 @@
-"""From checkpoints to surfaces: planes and lines through checkpoints, resume, the resume request, errors."""
+"""From checkpoints to surfaces: planes and lines through checkpoints, resume (on which device), the resume request, errors."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 import landscape.surface.api as surface_run
+from fedtrain.device import deterministic_algorithms
 from fedtrain.errors import CheckpointError, ConfigError
 from landscape.settings import SurfaceSettings
 from landscape.surface.api import resume_request, slice_for, surface_for_checkpoint, surfaces_for_checkpoints
 from landscape.surface.directions import plane_directions
 from landscape.surface.grid import compute_surface
 from landscape.surface.passes import fixed_or_cpu_defaults
-from landscape.surface.record import load_surface
+from landscape.surface.record import Surface, load_surface, save_surface
 from tests.landscape.surface.cases import mlp, params_of, write_checkpoint
 
 
@@ -50,6 +51,90 @@ def test_interpolation_through_checkpoints_hits_both_ends(tmp_path, synthetic):
         index = int(np.flatnonzero(surface.xcoordinates == t)[0])
         assert surface.value("test", "loss")[index] == pytest.approx(own, rel=1e-5)
     assert surface.ndim == 1 and surface.metadata["checkpoints"][1]["path"] == paths[1]
+
+
+def interrupted_after(saves_allowed: int, monkeypatch) -> None:
+    """Make the next surface computation stop (KeyboardInterrupt) after ``saves_allowed`` chunk saves."""
+    saves = []
+
+    def interrupted_save(surface, target):
+        if len(saves) == saves_allowed:
+            raise KeyboardInterrupt
+        saves.append(surface.done.sum())
+        return save_surface(surface, target)
+
+    monkeypatch.setattr(surface_run, "save_surface", interrupted_save)
+
+
+@pytest.mark.parametrize("resume_device", ["same", "same kind"])
+def test_resume_on_each_device_gives_the_uninterrupted_result(tmp_path, monkeypatch, device, resume_device):
+    # On a GPU with deterministic kernels; forward passes are deterministic there anyway, so equality is exact.
+    path = write_checkpoint(tmp_path / "a.pt", mlp())
+    settings = SurfaceSettings(steps=5, splits=("train", "test"), num_examples=150, points_per_pass=4, device=str(device))
+    with deterministic_algorithms(device.type == "cuda"):
+        full = surface_for_checkpoint(path, settings, out=tmp_path / "full")
+        interrupted_after(2, monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            surface_for_checkpoint(path, settings, out=tmp_path / "cut")
+        monkeypatch.undo()
+        if resume_device == "same kind":  # as if started on another GPU of this model, or another CPU
+            partial = load_surface(tmp_path / "cut" / "surface.npz")
+            started = {**partial.metadata["device_used"], "device": "cuda:7" if device.type == "cuda" else "cpu"}
+            if device.type == "cpu":
+                started["name"] = "another processor"
+            save_surface(partial.with_metadata(device_used=started), tmp_path / "cut" / "surface.npz")
+        resumed = surface_for_checkpoint(path, settings, out=tmp_path / "cut", resume=True)
+    assert all(np.array_equal(full.values[k], resumed.values[k]) for k in full.values)
+    runs = resumed.metadata["device_runs"]
+    assert [run["points_before"] for run in runs] == [0, 8] and runs[1]["device_used"] == resumed.metadata["device_used"]
+    assert resumed.metadata["device_used"]["device"].split(":")[0] == device.type
+
+
+def test_a_partial_grid_is_not_resumed_on_another_kind_of_device(tmp_path, monkeypatch, device):
+    path = write_checkpoint(tmp_path / "a.pt", mlp())
+    settings = SurfaceSettings(steps=3, num_examples=50, points_per_pass=4, device=str(device))
+    interrupted_after(1, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        surface_for_checkpoint(path, settings, out=tmp_path / "cut")
+    monkeypatch.undo()
+    target = tmp_path / "cut" / "surface.npz"
+    partial = load_surface(target)
+    other = {"device": "cpu", "name": "x86_64"} if device.type == "cuda" else {"device": "cuda:0", "name": "NVIDIA H100 80GB HBM3"}
+    save_surface(partial.with_metadata(device_used=other), target)
+    started = "cpu" if device.type == "cuda" else r"cuda \(NVIDIA H100 80GB HBM3\)"
+    with pytest.raises(ConfigError, match=rf"Cannot resume .*surface.npz on {device.type}.*started on {started}.*--device {other['device']}"):
+        surface_for_checkpoint(path, settings, out=tmp_path / "cut", resume=True)
+    assert load_surface(target).done.sum() == 4  # untouched
+
+
+def test_a_resume_reuses_the_pass_plan_of_its_file_and_files_from_before_devices_resume_on_the_cpu(tmp_path, monkeypatch):
+    path = write_checkpoint(tmp_path / "a.pt", mlp())
+    fixed = SurfaceSettings(steps=4, num_examples=60, batch_size=16, points_per_pass=3, device="cpu")
+    full = surface_for_checkpoint(path, fixed, out=tmp_path / "full")
+    interrupted_after(2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        surface_for_checkpoint(path, fixed, out=tmp_path / "cut")
+    monkeypatch.undo()
+    target = tmp_path / "cut" / "surface.npz"
+    partial = load_surface(target)
+    old = {k: v for k, v in partial.metadata.items() if k not in ("device_used", "device_runs", "pass_plan")}
+    save_surface(Surface(partial.xcoordinates, partial.ycoordinates, partial.values, partial.done, old), target)
+    automatic = replace(fixed, batch_size=None, points_per_pass=None)  # a resume without the values: the file's
+    resumed = surface_for_checkpoint(path, automatic, out=tmp_path / "cut", resume=True)
+    assert all(np.array_equal(full.values[k], resumed.values[k]) for k in full.values)
+    assert resumed.metadata["pass_plan"] == {"points_per_pass": 3, "batch_size": 16, "chosen_by": "partial file"}
+    assert [run["points_before"] for run in resumed.metadata["device_runs"]] == [6]
+    with pytest.raises(ConfigError, match="different settings.*points_per_pass"):
+        surface_for_checkpoint(path, replace(automatic, points_per_pass=8), out=tmp_path / "full", resume=True)
+    assert surface_for_checkpoint(path, automatic, out=tmp_path / "fresh").metadata["pass_plan"]["chosen_by"] == "cpu defaults"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_a_clear_error(tmp_path):
+    path = write_checkpoint(tmp_path / "a.pt", mlp())
+    with pytest.raises(ConfigError, match="--device cuda asks for a GPU"):
+        surface_for_checkpoint(path, SurfaceSettings(steps=3, num_examples=20, device="cuda"), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_resume_of_a_partial_grid_gives_the_uninterrupted_result(tmp_path, monkeypatch):

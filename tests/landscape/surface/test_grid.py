@@ -1,4 +1,9 @@
-"""Surface grids: exact centre, analytic quadratic, vectorised = naive, untouched model, BatchNorm."""
+"""Surface grids: exact centre, analytic quadratic, vectorised = naive, untouched model, BatchNorm; on each device.
+
+Tests taking the ``device`` fixture run on the CPU and, where there is one, on the GPU, with the same
+assertions; a GPU's float32 kernels differ from the CPU's in the last bits, so comparisons with a CPU
+reference there allow ``GPU_RTOL`` (relative) and one sample's flip of accuracy.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,15 @@ import pytest
 import torch
 from torch import nn
 
+from fedtrain.device import device_record
 from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
 from landscape.surface.directions import directions_from_vectors, random_directions
+from landscape.surface.evaluate import ieee_float32
 from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
 from tests.landscape.surface.cases import mlp, params_of
+
+GPU_RTOL = 1e-5  # float32 losses of a GPU against the CPU's (full float32 on both: TF32 is off)
 
 
 def test_symmetric_coordinates_are_exact():
@@ -34,18 +43,21 @@ def test_coordinates_refuse_degenerate_axes_when_called_without_a_settings_recor
         plane_coordinates([[0, 0], [1, 0], [0, 1]], 3, margin=-0.1)
 
 
-def test_centre_equals_the_plain_loss_exactly(synthetic):
+def test_centre_equals_the_plain_loss_exactly(synthetic, device):
     model = mlp()
     x, y = synthetic["train"]
     surface = compute_surface(model, random_directions(params_of(model), seed=0), [symmetric_coordinates(1.0, 5)] * 2,
-                              {"train": (x, y)}, batch_size=len(y))
-    with torch.no_grad():
-        logits = model(x)
+                              {"train": (x, y)}, batch_size=len(y), device=device)
+    on_device, x, y = copy.deepcopy(model).to(device), x.to(device), y.to(device)
+    with torch.no_grad(), ieee_float32(device):  # the plain pass, on the same device with the same arithmetic
+        logits = on_device(x)
         plain_loss = nn.functional.cross_entropy(logits, y, reduction="none").double().sum() / len(y)
         plain_acc = (logits.argmax(1) == y).double().mul(100).sum() / len(y)
     assert surface.value("train", "loss")[2, 2] == plain_loss.item()
     assert surface.value("train", "acc")[2, 2] == plain_acc.item()
     assert surface.value("train", "loss")[0, 0] != plain_loss.item()
+    assert surface.metadata["device_used"] == device_record(torch.device(device))
+    assert all(isinstance(v, np.ndarray) for v in surface.values.values())
 
 
 def test_standard_errors_match_per_sample_statistics_with_small_batches(synthetic):
@@ -96,12 +108,14 @@ def test_quadratic_model_gives_the_analytic_surface():
 
 
 @pytest.mark.parametrize("method", ["loop", "vmap"])
-def test_chunked_evaluation_equals_a_naive_per_point_loop(synthetic, method):
+def test_chunked_evaluation_equals_a_naive_per_point_loop(synthetic, method, device):
     model = build_model("cnn", input_shape=(1, 16, 16), num_classes=10, seed=0).eval()
     x, y = synthetic["test"]
     directions = random_directions(params_of(model), seed=1)
     coordinates = [symmetric_coordinates(0.5, 3)] * 2
-    surface = compute_surface(model, directions, coordinates, {"test": (x, y)}, batch_size=32, points_per_pass=4, method=method)
+    surface = compute_surface(model, directions, coordinates, {"test": (x, y)}, batch_size=32, points_per_pass=4, method=method,
+                              device=device)
+    rtol, acc_tol = (1e-6, 1e-9) if device.type == "cpu" else (GPU_RTOL, 100 / len(y))
     naive = copy.deepcopy(model)
     for i, a in enumerate(coordinates[0]):
         for j, b in enumerate(coordinates[1]):
@@ -110,28 +124,28 @@ def test_chunked_evaluation_equals_a_naive_per_point_loop(synthetic, method):
                 logits = naive(x)
             loss = nn.functional.cross_entropy(logits, y).item()
             acc = (logits.argmax(1) == y).double().mean().item() * 100
-            assert surface.value("test", "loss")[i, j] == pytest.approx(loss, rel=1e-6, abs=1e-6)
-            assert surface.value("test", "acc")[i, j] == pytest.approx(acc, abs=1e-9)
+            assert surface.value("test", "loss")[i, j] == pytest.approx(loss, rel=rtol, abs=1e-6)
+            assert surface.value("test", "acc")[i, j] == pytest.approx(acc, abs=acc_tol)
 
 
-def test_chunk_size_does_not_change_loop_results(synthetic):
+def test_chunk_size_does_not_change_loop_results(synthetic, device):
     model = mlp()
     directions = random_directions(params_of(model), seed=0)
     coordinates = [symmetric_coordinates(1.0, 4)] * 2
-    one = compute_surface(model, directions, coordinates, synthetic, points_per_pass=1)
-    seven = compute_surface(model, directions, coordinates, synthetic, points_per_pass=7)
+    one = compute_surface(model, directions, coordinates, synthetic, points_per_pass=1, device=device)
+    seven = compute_surface(model, directions, coordinates, synthetic, points_per_pass=7, device=device)
     assert all(np.array_equal(one.values[k], seven.values[k]) for k in one.values)
 
 
-def test_the_callers_model_and_its_mode_are_unchanged(synthetic):
+def test_the_callers_model_and_its_mode_are_unchanged(synthetic, device):
     model = mlp().train()
     model.net[1].weight.requires_grad_(False)
     model.net[3].weight.grad = torch.ones_like(model.net[3].weight)
     before = {n: t.clone() for n, t in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
-    compute_surface(model, random_directions(params_of(model), seed=0), [symmetric_coordinates(1.0, 3)] * 2, synthetic,
-                    method="vmap")
-    assert model.training
+    directions = random_directions(params_of(model), seed=0)
+    compute_surface(model, directions, [symmetric_coordinates(1.0, 3)] * 2, synthetic, method="vmap", device=device)
+    assert model.training and all(t.device.type == "cpu" for t in [*model.state_dict().values(), *directions.origin.values()])
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert torch.equal(model.net[3].weight.grad, torch.ones_like(model.net[3].weight)) and model.net[1].weight.grad is None
@@ -147,15 +161,16 @@ class BatchNormNet(nn.Module):
         return self.head(self.body(x))
 
 
-def test_bn_recalibrate_recomputes_statistics_at_each_point_and_eval_keeps_them(synthetic):
+def test_bn_recalibrate_recomputes_statistics_at_each_point_and_eval_keeps_them(synthetic, device):
     torch.manual_seed(0)
     model = BatchNormNet().eval()
     x, y = synthetic["train"]
     buffers_before = {n: b.clone() for n, b in model.named_buffers()}
     directions = random_directions(params_of(model), seed=0, ndim=1)
     grid = [np.array([0.0, 0.5])]
-    recal = compute_surface(model, directions, grid, {"train": (x, y)}, bn="recalibrate", recalibration_inputs=x, batch_size=len(y))
-    frozen = compute_surface(model, directions, grid, {"train": (x, y)}, bn="eval", batch_size=len(y))
+    recal = compute_surface(model, directions, grid, {"train": (x, y)}, bn="recalibrate", recalibration_inputs=x, batch_size=len(y),
+                            device=device)
+    frozen = compute_surface(model, directions, grid, {"train": (x, y)}, bn="eval", batch_size=len(y), device=device)
     assert all(torch.equal(buffers_before[n], b) for n, b in model.named_buffers())
     for k, coefficient in enumerate(grid[0]):
         reference = copy.deepcopy(model)
@@ -170,3 +185,17 @@ def test_bn_recalibrate_recomputes_statistics_at_each_point_and_eval_keeps_them(
     assert recal.metadata["bn"] == "recalibrate" and recal.metadata["has_batchnorm"] is True
     with pytest.raises(ConfigError, match="recalibration_inputs"):
         compute_surface(model, directions, grid, {"train": (x, y)}, bn="recalibrate")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("method", ["loop", "vmap"])
+def test_a_gpu_surface_agrees_with_the_cpus(synthetic, method):
+    model = build_model("cnn", input_shape=(1, 16, 16), num_classes=10, seed=0).eval()
+    directions = random_directions(params_of(model), seed=1)
+    coordinates = [symmetric_coordinates(0.5, 5)] * 2
+    cpu, gpu = (compute_surface(model, directions, coordinates, synthetic, batch_size=64, points_per_pass=8, method=method,
+                                device=device) for device in ("cpu", "cuda"))
+    for split, (_, labels) in synthetic.items():
+        np.testing.assert_allclose(gpu.value(split, "loss"), cpu.value(split, "loss"), rtol=GPU_RTOL)
+        np.testing.assert_allclose(gpu.value(split, "acc"), cpu.value(split, "acc"), atol=100 / len(labels))
+    assert gpu.metadata["device_used"]["device"].startswith("cuda") and cpu.metadata["device_used"]["device"] == "cpu"
