@@ -24,6 +24,7 @@ __all__ = [
     "resolve_device",
     "device_record",
     "deterministic_algorithms",
+    "ieee_float32",
     "synchronize",
     "to_cpu",
 ]
@@ -83,6 +84,39 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
         if enabled and previous_workspace is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """Full IEEE float32 matrix products and convolutions on a CUDA ``device`` inside the body (no TF32); a no-op elsewhere.
+
+    cuDNN's default on Ampere and later GPUs is TF32 (a 10-bit mantissa) for float32 convolutions,
+    which is mixed precision in all but name. The legacy ``allow_tf32`` flags are used unless the
+    process has set torch's newer per-backend ``fp32_precision`` settings (torch >= 2.9), after which
+    torch refuses to read the legacy flags. The previous settings are restored after.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    try:
+        saved_flags = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+    except RuntimeError:  # the newer settings are in use: keep to them
+        handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+        saved = [h.fp32_precision for h in handles]
+        for h in handles:
+            h.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for h, value in zip(handles, saved):
+                h.fp32_precision = value
+        return
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved_flags
 
 
 def synchronize(device: torch.device) -> None:
