@@ -87,8 +87,8 @@ def _epoch_draws(n: int, cfg: ClientConfig, generator: torch.Generator) -> torch
     """One local epoch's random draws, on the CPU generator in a fixed order: the sample order, then per batch the crops and flips.
 
     Returns:
-        int64 ``(1, n)`` (the order) or, with augmentation, ``(4, n)``: the order and, column by column,
-        the :func:`~fedtrain.data.augmentation_draws` of the batch that sample ``order[j]`` falls in.
+        int64 ``(1, n)``: the order; with augmentation ``(4, n)``: the order, and in column ``j`` the
+        :func:`~fedtrain.data.augmentation_draws` of the epoch's ``j``-th sample (drawn batch by batch).
     """
     order = torch.randperm(n, generator=generator)
     if not cfg.augment or n == 0:
@@ -100,19 +100,20 @@ def _epoch_draws(n: int, cfg: ClientConfig, generator: torch.Generator) -> torch
 def _batches(shard: ClientShard, cfg: ClientConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised (optionally augmented) mini-batches for all local epochs, in the generator's order, on the shard's device.
 
-    The random draws are made on ``generator`` (the CPU) for a whole epoch and moved to the device in
-    one transfer, so every device sees the same batches and a GPU gets one copy per epoch, not per step.
+    The random draws are made on ``generator`` (the CPU) for a whole epoch and moved to the device in one
+    transfer, so every device sees the same batches, and a GPU gets one copy per epoch, not per step. The
+    epoch's uint8 images are gathered and augmented in one pass (each image's crop depends only on its
+    own draws); each batch is a slice of them, normalised on its own.
     """
     n = shard.num_examples
     for _ in range(cfg.local_epochs):
         draws = _epoch_draws(n, cfg, generator).to(shard.device)
         rows = draws[0] if shard.indices is None else shard.indices[draws[0]]
+        images, labels = shard.images[rows], shard.labels[rows]
+        if cfg.augment:
+            images = apply_augmentation(images, draws[1:])
         for start in range(0, n, cfg.batch_size):
-            idx = rows[start : start + cfg.batch_size]
-            images = shard.images[idx]
-            if cfg.augment:
-                images = apply_augmentation(images, draws[1:, start : start + cfg.batch_size])
-            yield shard.normalize(images), shard.labels[idx]
+            yield shard.normalize(images[start : start + cfg.batch_size]), labels[start : start + cfg.batch_size]
 
 
 def client_update(
@@ -125,9 +126,9 @@ def client_update(
     """Train one client from the global weights and return its weight change.
 
     Args:
-        worker: scratch module of the run's architecture; its state is overwritten with ``global_state``
-            and then trained (it is the training loop's own workspace, never a caller's model).
-        global_state: the global model's state dict (not modified).
+        worker: scratch module of the run's architecture, on the shard's device; its state is overwritten
+            with ``global_state`` and then trained (it is the training loop's own workspace, never a caller's model).
+        global_state: the global model's state dict (not modified), on the shard's device.
         shard: the client's data.
         cfg: the local optimiser for this round.
         generator: the client's generator for this round (data order, augmentation).

@@ -119,6 +119,9 @@ class SAM:
         self.rho = rho
         self.adaptive = adaptive
         self.eta = eta
+        # The weights saved by perturb(); the buffers are allocated once and refilled with one foreach copy
+        # per step (one kernel launch on a GPU, not one clone per tensor).
+        self._buffers: list[torch.Tensor] | None = None
         self._saved: list[torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -133,7 +136,10 @@ class SAM:
             eps = asam_epsilon(self.params, grads, self.rho, self.eta, self.mask)
         else:
             eps = sam_epsilon(grads, self.rho)
-        self._saved = [p.detach().clone() for p in self.params]
+        if self._buffers is None:
+            self._buffers = [torch.empty_like(p) for p in self.params]
+        torch._foreach_copy_(self._buffers, [p.detach() for p in self.params])
+        self._saved = self._buffers
         torch._foreach_add_(self.params, eps)
         for p in self.params:
             p.grad = None
