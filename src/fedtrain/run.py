@@ -31,24 +31,24 @@ whose operations have no deterministic CUDA kernel (``resnet18-gn``'s adaptive p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fedtrain._numerics import run_numerics
 from fedtrain._seeds import derive_seed
 from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.config import SWA_FIELDS, TrainConfig
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
-from fedtrain.device import deterministic_algorithms, device_record, resolve_device
+from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
@@ -221,48 +221,8 @@ def train(
     config = _run_config(config, paths, resume=resume, init_from=init_from)
     device = resolve_device(config.device)  # before the directory is touched: a missing GPU changes nothing on disk
     _prepare_dir(paths, resume=resume, overwrite=overwrite)
-    with _numerics(config, device):
+    with run_numerics(device, deterministic=config.deterministic):
         return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress)
-
-
-@contextlib.contextmanager
-def _numerics(config: TrainConfig, device: torch.device) -> Iterator[None]:
-    """The run's arithmetic: full float32 on a GPU (TF32 off), and deterministic kernels when the config asks.
-
-    Both settings are process-wide in torch; they are restored when the run ends.
-    """
-    determinism = deterministic_algorithms(True) if config.deterministic else contextlib.nullcontext()
-    with determinism, (_ieee_float32() if device.type == "cuda" else contextlib.nullcontext()):
-        yield
-
-
-@contextlib.contextmanager
-def _ieee_float32() -> Iterator[None]:
-    """float32 matmuls and cuDNN convolutions in IEEE float32 inside the block, not TF32 (10-bit mantissa).
-
-    The paper's training is float32; cuDNN's default on Ampere and later GPUs is TF32 for convolutions.
-    The legacy ``allow_tf32`` flags are used unless the process has set torch's newer per-backend
-    ``fp32_precision`` settings (torch >= 2.9), after which torch refuses to read the legacy flags.
-    """
-    backends = torch.backends
-    try:
-        saved_flags = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
-    except RuntimeError:  # the newer settings are in use: keep to them
-        handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
-        saved = [h.fp32_precision for h in handles]
-        for h in handles:
-            h.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for h, value in zip(handles, saved):
-                h.fp32_precision = value
-        return
-    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved_flags
 
 
 def _train(

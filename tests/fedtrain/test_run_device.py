@@ -9,7 +9,8 @@ from fedtrain.checkpoint import load_checkpoint
 from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.io import read_json
-from fedtrain.run import TIMING_FIELDS, _ieee_float32, train
+from fedtrain._numerics import ieee_float32
+from fedtrain.run import TIMING_FIELDS, train
 from tests.conftest import write_cifar
 
 # On CUDA, one round of the tiny CNN below agrees with the CPU to float32 rounding (TF32 is off in train):
@@ -119,14 +120,14 @@ def test_deterministic_changes_no_cpu_number_and_restores_the_global_setting(tmp
 def test_ieee_float32_turns_tf32_off_and_restores_either_kind_of_setting():
     backends = torch.backends
     before = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
-    with _ieee_float32():
+    with ieee_float32():
         assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == (False, False)
     assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == before
     handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
     legacy = [h.fp32_precision for h in handles]
     try:
         backends.cudnn.conv.fp32_precision, backends.cudnn.rnn.fp32_precision = "tf32", "ieee"  # the newer settings, mixed
-        with _ieee_float32():
+        with ieee_float32():
             assert [h.fp32_precision for h in handles] == ["ieee"] * 3
         assert [h.fp32_precision for h in handles][1:] == ["tf32", "ieee"]
     finally:
