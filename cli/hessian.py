@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import friendly_errors, seed_option
+from fedlandscape_cli._common import device_option, friendly_errors, seed_option
 from landscape.settings import HESSIAN_BACKENDS, SPLITS, TRACE_METHODS, WEIGHTS, HessianSettings
 
 DEFAULTS = HessianSettings()
@@ -29,19 +29,21 @@ DEFAULTS = HessianSettings()
 @seed_option()
 @click.option("--weights", type=click.Choice(WEIGHTS), default=DEFAULTS.weights, show_default=True, help="Which model of the checkpoint: auto = SWA when present, else global.")
 @click.option("--backend", type=click.Choice(HESSIAN_BACKENDS), default=DEFAULTS.backend, show_default=True, help="Engine; pyhessian runs the same quantities through PyHessian 0.1 for cross-checks.")
+@device_option(default=DEFAULTS.device, help="Where the model, the data subset and the Lanczos vectors live: auto (a GPU when there is one), cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Draw the density, log scale, top eigenvalues marked (.png or .pdf).")
 @click.option("--eigenvectors-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the top-k eigenvectors (torch file of {parameter: tensor} dicts).")
 @friendly_errors
 def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: int, tol: float, max_matvecs: int | None,
             trace: bool, trace_method: str, trace_matvecs: int, density: bool, density_probes: int, density_steps: int,
-            seed: int, weights: str, backend: str, out: Path | None, plot: Path | None, eigenvectors_out: Path | None) -> None:
+            seed: int, weights: str, backend: str, device: str, out: Path | None, plot: Path | None,
+            eigenvectors_out: Path | None) -> None:
     """Top-k Hessian eigenvalues, trace and eigenvalue density of CHECKPOINT's model.
 
     \b
     Example:
         $ landscape hessian run/ckpt.pt --samples 512 --density-probes 4 --out h.json --plot esd.png
-        hessian of run/ckpt.pt (swa weights, train split, 512 samples, fwd-rev HVPs)
+        hessian of run/ckpt.pt (swa weights, train split, 512 samples, backend fedlandscape, BN eval, on cpu)
           lambda_1 ..  lambda_5   6.4506  5.8016  5.4516  4.9134  3.7205  (all converged)
           ...
     """
@@ -54,7 +56,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     settings = HessianSettings(
         split=split, num_examples=samples, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs,
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
-        density_steps=density_steps, seed=seed, weights=weights, backend=backend,
+        density_steps=density_steps, seed=seed, weights=weights, backend=backend, device=device,
     )
     report = analyze_checkpoint(checkpoint, settings, eigenvectors_out=eigenvectors_out)
     result = report.to_dict()
@@ -76,7 +78,7 @@ def format_table(result: dict) -> list[str]:
     """The small human-readable summary printed to stderr."""
     config = result["config"]
     lines = [f"hessian of {config['checkpoint']} ({config['weights']} weights, {config['split']} split, "
-             f"{config['num_examples']} samples, backend {config['backend']}, BN {config['bn_mode']})"]
+             f"{config['num_examples']} samples, backend {config['backend']}, BN {config['bn_mode']}, on {_where(config)})"]
     values = "  ".join(f"{v:.6g}" for v in result["eigenvalues"])
     unconverged = [i + 1 for i, c in enumerate(result["converged"]) if c is False]
     status = "all converged" if not unconverged else f"NOT converged: lambda_{unconverged}"
@@ -91,3 +93,10 @@ def format_table(result: dict) -> list[str]:
         lines.append(f"  {name}: failed in this backend: {message}")
     lines.append(f"  {result['hvps']['total']} Hessian-vector products, {result['seconds']['total']:.1f} s")
     return lines
+
+
+def _where(config: dict) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``: the device the analysis ran on."""
+    used = config.get("device_used") or {}
+    device = used.get("device", "cpu")
+    return f"{device} ({used['name']})" if device.startswith("cuda") and used.get("name") else device

@@ -4,6 +4,10 @@ This is the library entry point of ``landscape hessian``: :func:`analyze_checkpo
 and data spec from a checkpoint and, with a :class:`~landscape.settings.HessianSettings`, returns a
 :class:`HessianReport` whose ``to_dict()`` is the command's JSON (its ``config``: the settings and
 the facts of the run). :func:`hessian_eigenvectors` serves loss-surface directions.
+
+The settings' ``device`` spec is resolved here, once per call (:func:`fedtrain.device.resolve_device`);
+the data subset is moved there once, and the operator's model copy, vectors and bases live there.
+What leaves the analysis is on the host: numbers, and eigenvectors as CPU tensors.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from torch import Tensor, nn
 
 from fedtrain.checkpoint import file_sha256, library_versions, load_checkpoint
 from fedtrain.data import evaluation_tensors, load_dataset
+from fedtrain.device import device_record, resolve_device, synchronize, to_cpu
 from fedtrain.errors import ConfigError
-from fedtrain.io import atomic_write_bytes
+from fedtrain.io import atomic_write_bytes, json_roundtrip
 from landscape.hessian.density import density_slq
 from landscape.hessian.lanczos import flatness_ratio, top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
@@ -44,13 +49,15 @@ def hessian_eigenvectors(
     batch_size: int = 256,
     tol: float = 1e-3,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[list[float], list[dict[str, Tensor]]]:
     """Top-``k`` eigenvalues (descending) and eigenvectors of the Hessian of the mean cross-entropy.
 
     The Hessian is that of the mean loss over all of ``(inputs, labels)`` (split into batches of
     ``batch_size`` only to bound memory), with BatchNorm/dropout in eval mode. The model is not
-    modified. Eigenvectors have unit norm over all parameters and are returned as dicts keyed by
-    parameter name, with the parameters' shapes and dtype (e.g. loss-surface directions).
+    modified (nor moved: a private copy goes to ``device``). Eigenvectors have unit norm over all
+    parameters and are returned as dicts keyed by parameter name, with the parameters' shapes and
+    dtype, on ``device`` (e.g. loss-surface directions).
 
     Args:
         model: the network.
@@ -59,12 +66,22 @@ def hessian_eigenvectors(
         top_k: number of eigenpairs.
         batch_size: samples per Hessian-vector product pass.
         tol: relative residual tolerance of :func:`~landscape.hessian.lanczos.top_eigenpairs`.
-        seed: seed of the Lanczos start vectors.
+        seed: seed of the Lanczos start vectors (a CPU generator on every device).
+        device: where to compute: a ``torch.device`` or a spec (``auto``, ``cpu``, ``cuda``, ``cuda:N``);
+            default the model's device.
 
     Returns:
         ``(eigenvalues, eigenvectors)``.
+
+    Raises:
+        ConfigError: a device spec this machine does not have.
     """
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size))
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    elif isinstance(device, str):
+        device = resolve_device(device)
+    inputs, labels = inputs.to(device), labels.to(device)
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, batch_size), device=device)
     pairs = top_eigenpairs(operator, top_k, tol=tol, generator=torch.Generator().manual_seed(seed))
     vectors = [operator.unflatten(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
     return [float(v) for v in pairs.values], vectors
@@ -82,10 +99,11 @@ class HessianReport:
         density: ``{"nodes", "weights", "grid", "values", "bandwidth", "num_matvecs"}`` or ``None``.
         hvps: Hessian-vector products used, per quantity and in total.
         seconds: wall time, per quantity and in total.
-        config: everything needed to rerun: checkpoint, weights, data, seeds, budgets, versions.
+        config: everything needed to rerun: checkpoint, weights, data, seeds, budgets, versions, the
+            device spec (``device``) and where it ran (``device_used``, :func:`fedtrain.device.device_record`).
         errors: per quantity, why a backend could not compute it.
         verified: whether the multiplicity check of the eigensolver completed.
-        eigenvectors: the eigenvectors as ``{parameter name: tensor}`` dicts, when they were kept
+        eigenvectors: the eigenvectors as ``{parameter name: CPU tensor}`` dicts, when they were kept
             (not part of ``to_dict()``).
     """
 
@@ -134,6 +152,7 @@ def analyze_model(
 
     The analysis settings are ``settings`` (its ``split``, ``num_examples`` and ``weights`` choose the
     data and model of a checkpoint and are not used here: the data are all of ``(inputs, labels)``).
+    ``settings.device`` is resolved once; the model (a private copy) and the data are moved there.
     Seeds, one generator per component: Lanczos ``seed``, trace ``seed + 1``, density ``seed + 2``.
     Products per quantity: top-k as needed (at most ``max_matvecs``), trace ``trace_matvecs``,
     density ``density_probes * density_steps``; each product is one pass over all samples.
@@ -148,12 +167,22 @@ def analyze_model(
     Returns:
         :class:`HessianReport` (``config`` holds the analysis settings and ``num_examples = len(labels)``;
         no checkpoint fields).
+
+    Raises:
+        ConfigError: a device this machine does not have.
     """
-    config = _analysis_config(settings, int(len(labels)))
+    return _analyze(model, inputs, labels, settings, resolve_device(settings.device), keep_eigenvectors=keep_eigenvectors)
+
+
+def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings, device: torch.device, *,
+             keep_eigenvectors: bool) -> HessianReport:
+    """:func:`analyze_model` on a resolved ``device``."""
+    config = _analysis_config(settings, int(len(labels)), device)
     if settings.backend == "pyhessian":
-        return _analyze_with_pyhessian(model, inputs, labels, settings, config)
+        return _analyze_with_pyhessian(model, inputs, labels, settings, config, device)
     start_all = time.perf_counter()
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, settings.batch_size))
+    inputs, labels = inputs.to(device), labels.to(device)  # once: the batches are views of these
+    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, settings.batch_size), device=device)
     config["hvp_method"] = operator.method
     config["hvp_cached_graph"] = operator.cache_graph
     config["num_parameters"] = operator.dim
@@ -163,6 +192,7 @@ def analyze_model(
     start = time.perf_counter()
     pairs = top_eigenpairs(operator, min(settings.top_k, operator.dim), tol=settings.tol, max_matvecs=settings.max_matvecs,
                            generator=torch.Generator().manual_seed(seeds["lanczos"]))
+    synchronize(device)  # timings of queued device work
     hvps["eigenvalues"], seconds["eigenvalues"] = pairs.num_matvecs, time.perf_counter() - start
     trace_out = None
     if settings.trace:
@@ -170,6 +200,7 @@ def analyze_model(
         estimator = trace_hutchpp if settings.trace_method == "hutch++" else trace_hutchinson
         estimate = estimator(operator, settings.trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
         trace_out = estimate.to_dict()
+        synchronize(device)
         hvps["trace"], seconds["trace"] = estimate.num_matvecs, time.perf_counter() - start
     density_out = None
     if settings.density:
@@ -177,6 +208,7 @@ def analyze_model(
         spectrum = density_slq(operator, num_probes=settings.density_probes, num_steps=settings.density_steps,
                                generator=torch.Generator().manual_seed(seeds["density"]))
         density_out = spectrum.to_dict()
+        synchronize(device)
         hvps["density"], seconds["density"] = spectrum.num_matvecs, time.perf_counter() - start
     hvps["total"] = sum(hvps.values())
     seconds["total"] = time.perf_counter() - start_all
@@ -192,36 +224,38 @@ def analyze_model(
         verified=pairs.verified,
     )
     if keep_eigenvectors:
-        report.eigenvectors = [operator.unflatten(pairs.vectors[:, i]) for i in range(pairs.vectors.shape[1])]
+        report.eigenvectors = [to_cpu(operator.unflatten(pairs.vectors[:, i])) for i in range(pairs.vectors.shape[1])]
     return report
 
 
-def _analysis_config(settings: HessianSettings, num_examples: int) -> dict[str, Any]:
+def _analysis_config(settings: HessianSettings, num_examples: int, device: torch.device) -> dict[str, Any]:
     """``report.config`` of :func:`analyze_model`: the settings that shape the numbers, and the run facts.
 
     ``split``, ``weights`` and ``seed`` describe a checkpoint's data and model (:func:`analyze_checkpoint`
-    records them as ``split``, the weights used and ``subset_seed``); ``device`` is not recorded (the
-    JSON keeps the keys it had before the setting existed); ``num_examples`` is the number of samples
-    actually used. The key order is that of the JSON files written so far.
+    records them as ``split``, the weights used and ``subset_seed``); ``device`` is the spec asked for
+    and ``device_used`` where it ran (:func:`fedtrain.device.device_record`); ``num_examples`` is the
+    number of samples actually used. The other keys keep the order of the JSON files written before
+    the device existed; the two device keys follow the budgets.
     """
     values = settings.to_dict()
-    for name in ("split", "weights", "seed", "backend", "device"):
+    for name in ("split", "weights", "seed", "backend"):
         values.pop(name, None)
     return {
-        "backend": settings.backend, **values, "num_examples": num_examples, "seeds": settings.seeds,
-        "bn_mode": "eval", "loss": "cross-entropy (mean)", "versions": library_versions(),
+        "backend": settings.backend, **values, "device_used": json_roundtrip(device_record(device)),
+        "num_examples": num_examples, "seeds": settings.seeds, "bn_mode": "eval", "loss": "cross-entropy (mean)",
+        "versions": library_versions(),
     }
 
 
 def _analyze_with_pyhessian(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings,
-                            config: dict[str, Any]) -> HessianReport:
+                            config: dict[str, Any], device: torch.device) -> HessianReport:
     from landscape.hessian.peers import pyhessian_analysis
     from landscape.hessian.density import default_bandwidth, smooth_density
 
     out = pyhessian_analysis(
         model, inputs, labels, top_k=settings.top_k, tol=settings.tol, trace=settings.trace,
         trace_max_iter=settings.trace_matvecs, density=settings.density, density_steps=settings.density_steps,
-        density_probes=settings.density_probes, seed=settings.seeds["lanczos"],
+        density_probes=settings.density_probes, seed=settings.seeds["lanczos"], device=device,
     )
     density_out = out["density"]
     if density_out is not None:
@@ -262,23 +296,25 @@ def analyze_checkpoint(
         settings: the data subset, model weights and analysis settings.
         data_dir: where to look for the dataset first (default: the checkpoint's).
         eigenvectors_out: when given, the top-k eigenvectors are saved there (``torch.save`` of a dict
-            with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: tensor}``), atomically.
+            with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: CPU tensor}``), atomically.
 
     Returns:
         :class:`HessianReport` whose ``config`` also records the checkpoint path, SHA-256,
         weights used, split and subset seed.
 
     Raises:
-        CheckpointError, DataNotFoundError, ConfigError: unusable inputs, with a message saying how to fix them.
+        CheckpointError, DataNotFoundError, ConfigError: unusable inputs (a device this machine does not
+            have included), with a message saying how to fix them.
     """
     if eigenvectors_out is not None and settings.backend != "fedlandscape":
         raise ConfigError("eigenvectors_out needs backend='fedlandscape' (PyHessian's eigenvectors are not exported).")
+    device = resolve_device(settings.device)  # before any file is read: a missing GPU is the first thing said
     checkpoint = load_checkpoint(path)
     weights_used = checkpoint.resolve_weights(settings.weights)
     model = checkpoint.build_model(settings.weights)
     dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
     inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
-    report = analyze_model(model, inputs, labels, settings, keep_eigenvectors=eigenvectors_out is not None)
+    report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,

@@ -127,7 +127,7 @@ def density_slq(
     steps = min(num_steps, op.dim)
     all_nodes, all_weights, used = [], [], 0
     for _ in range(num_probes):
-        probe = random_probes(op.dim, 1, generator, "rademacher")[:, 0]
+        probe = random_probes(op.dim, 1, generator, "rademacher", device=op.device)[:, 0]
         basis = LanczosBasis(op, probe, steps, generator, store_products=False)
         while not basis.full:
             basis.step()

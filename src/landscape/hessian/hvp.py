@@ -9,21 +9,25 @@ one batch with respect to ``params``. Two methods give the same numbers:
   layers without forward-mode support.
 
 Neither touches the module's parameters, ``.grad`` or ``requires_grad``: gradients are taken with
-respect to the detached tensors passed in ``params``.
+respect to the detached tensors passed in ``params``. Both run in the parameters' own precision,
+whatever the caller's context: :func:`full_precision` switches autocast off and, on a GPU, TF32 off
+(mixed precision moves a product by ~1e-3 relative, more than the tolerance of the eigensolver).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
+from fedtrain.device import ieee_float32
 from fedtrain.errors import ConfigError
 
-__all__ = ["HVP_METHODS", "HvpFunction", "make_hvp", "check_params", "detect_hvp_method"]
+__all__ = ["HVP_METHODS", "HvpFunction", "make_hvp", "check_params", "detect_hvp_method", "full_precision"]
 
 HVP_METHODS: tuple[str, ...] = ("fwd-rev", "double-backward")
 Batch = tuple[Tensor, Tensor]
@@ -43,6 +47,18 @@ def check_params(params: object) -> dict[str, Tensor]:
             "Use {n: p.detach() for n, p in model.named_parameters()}."
         )
     return params
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """No mixed precision inside the body: autocast off for ``device``'s type, and full float32 (no TF32) on CUDA.
+
+    An enclosing ``torch.autocast`` (a training loop's bf16/fp16 context, say) would otherwise run the
+    products' matrix multiplications and convolutions in half precision; this turns it off rather
+    than refusing, so a Hessian is always computed in the dtype of its parameters.
+    """
+    with torch.autocast(device_type=device.type, enabled=False), ieee_float32(device):
+        yield
 
 
 def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-rev", "double-backward"] = "fwd-rev") -> HvpFunction:
@@ -73,7 +89,8 @@ def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-re
         def hvp_fwd_rev(params: dict[str, Tensor], batch: Batch, v: dict[str, Tensor]) -> dict[str, Tensor]:
             inputs, targets = batch
             check_params(params)
-            with torch.enable_grad():  # torch.func needs grad mode on; nothing is recorded on the caller's tensors
+            # torch.func needs grad mode on; nothing is recorded on the caller's tensors
+            with torch.enable_grad(), full_precision(inputs.device):
                 _, hv = jvp(lambda p: grad_fn(p, inputs, targets), (params,), (v,))
             return {name: t.detach() for name, t in hv.items()}
 
@@ -82,12 +99,12 @@ def make_hvp(model: nn.Module, loss_fn: LossFunction, *, method: Literal["fwd-re
     def hvp_double_backward(params: dict[str, Tensor], batch: Batch, v: dict[str, Tensor]) -> dict[str, Tensor]:
         inputs, targets = batch
         check_params(params)
-        with torch.enable_grad():
+        with torch.enable_grad(), full_precision(inputs.device):
             # fresh leaves sharing storage: the caller's tensors keep requires_grad and .grad untouched
             leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
             loss = loss_of(leaves, inputs, targets)
             grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
-            dot = sum(((g * v[name]).sum() for name, g in zip(leaves, grads) if g is not None), torch.zeros(()))
+            dot = sum(((g * v[name]).sum() for name, g in zip(leaves, grads) if g is not None), torch.zeros((), device=inputs.device))
             if not dot.requires_grad:  # the loss does not depend on any parameter twice
                 return {name: torch.zeros_like(p) for name, p in params.items()}
             hv = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)

@@ -4,6 +4,14 @@ Both users of Lanczos build on it and nothing else runs the recurrence: the eige
 (:func:`landscape.hessian.lanczos.top_eigenpairs`, with locking and restarts) and stochastic Lanczos
 quadrature (:func:`landscape.hessian.density.density_slq`). The basis is orthogonalised twice against
 itself and the locked vectors (full reorthogonalisation) and restarted at random on breakdown.
+
+**Where and in what precision.** The basis ``Q``, the products ``W = H Q`` and every reduction
+(dot products, norms, projections) are float64 on the operator's device; ``T`` (a few dozen numbers,
+built from the Python floats ``alpha_j``, ``beta_j``) and its eigendecomposition stay on the host.
+One step reads two numbers back (``alpha_j`` and ``beta_j``, in one transfer): the recurrence needs
+them to decide whether to go on. Random restarts are drawn on the CPU generator and moved, so a GPU
+run uses the same random vectors as a CPU run. Memory: ``2 * capacity * dim`` float64 numbers,
+460 MB for the paper CNN at the eigensolver's default capacity of 50.
 """
 
 from __future__ import annotations
@@ -30,9 +38,13 @@ def orthogonalize(vector: Tensor, *bases: Tensor) -> Tensor:
     return vector
 
 
-def random_unit_vector(dim: int, generator: torch.Generator, *bases: Tensor) -> Tensor:
-    """A Gaussian vector made orthogonal to ``bases`` and normalised (float64, CPU generator)."""
-    vector = orthogonalize(torch.randn(dim, generator=generator, dtype=torch.float64), *bases)
+def random_unit_vector(dim: int, generator: torch.Generator, *bases: Tensor, device: torch.device | None = None) -> Tensor:
+    """A Gaussian vector made orthogonal to ``bases`` and normalised: float64 on ``device`` (default the CPU).
+
+    The draw is made on ``generator`` (a CPU generator) and then moved, so every device sees the same vector.
+    """
+    drawn = torch.randn(dim, generator=generator, dtype=torch.float64).to(device)
+    vector = orthogonalize(drawn, *bases)
     return vector / vector.norm()
 
 
@@ -56,14 +68,15 @@ class LanczosBasis:
     ) -> None:
         dim = operator.dim
         self.operator = operator
+        self.device = operator.device
         self.generator = generator
-        self.locked = locked if locked is not None else torch.zeros(dim, 0, dtype=torch.float64)
+        self.locked = locked if locked is not None else torch.zeros(dim, 0, dtype=torch.float64, device=self.device)
         self.capacity = capacity
-        self.q = torch.zeros(dim, capacity, dtype=torch.float64)
-        self.w = torch.zeros(dim, capacity, dtype=torch.float64) if store_products else None
+        self.q = torch.zeros(dim, capacity, dtype=torch.float64, device=self.device)
+        self.w = torch.zeros(dim, capacity, dtype=torch.float64, device=self.device) if store_products else None
         self.alphas: list[float] = []
         self.betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
-        start = orthogonalize(start.to(torch.float64), self.locked)
+        start = orthogonalize(start.to(device=self.device, dtype=torch.float64), self.locked)
         self.q[:, 0] = start / start.norm()
         self.size = 0  # number of columns whose product has been taken
         self.num_matvecs = 0
@@ -80,16 +93,14 @@ class LanczosBasis:
         self.num_matvecs += 1
         if self.w is not None:
             self.w[:, j] = product
-        alpha = float(q @ product)
+        # the residual norm is needed even when full: the Lanczos error bound of the last step
+        residual = orthogonalize(product, self.locked, self.q[:, : j + 1])
+        alpha, beta = torch.stack([q @ product, residual.norm()]).tolist()  # one read from the device per step
         self.alphas.append(alpha)
         self.size += 1
         if self.full:
-            # residual norm still needed for the Lanczos error bound of the last step
-            residual = orthogonalize(product, self.locked, self.q[:, : self.size])
-            self.betas.append(float(residual.norm()))
+            self.betas.append(beta)
             return
-        residual = orthogonalize(product, self.locked, self.q[:, : self.size])
-        beta = float(residual.norm())
         scale = max(abs(a) for a in self.alphas) or 1.0
         if beta <= _BREAKDOWN * scale:
             beta = 0.0
@@ -98,7 +109,7 @@ class LanczosBasis:
                 self.betas.append(0.0)
                 self.capacity = self.size
                 return
-            residual = random_unit_vector(self.operator.dim, self.generator, self.locked, self.q[:, : self.size])
+            residual = random_unit_vector(self.operator.dim, self.generator, self.locked, self.q[:, : self.size], device=self.device)
         else:
             residual = residual / beta
         self.betas.append(beta)
@@ -122,13 +133,13 @@ class LanczosBasis:
         return values, vectors, bounds
 
     def ritz_vectors(self, coefficients: Tensor) -> Tensor:
-        """``Q S`` for coefficient columns ``S``."""
-        return self.q[:, : self.size] @ coefficients
+        """``Q S`` for coefficient columns ``S`` (on the host or the device), on the device."""
+        return self.q[:, : self.size] @ coefficients.to(self.device)
 
     def true_residuals(self, values: Tensor, coefficients: Tensor) -> Tensor:
-        """``||H y - theta y||`` for Ritz pairs, from the stored products ``W = H Q`` (no new product)."""
+        """``||H y - theta y||`` for Ritz pairs, from the stored products ``W = H Q`` (no new product), on the host."""
         if self.w is None:
             raise RuntimeError("true_residuals needs store_products=True.")
         vectors = self.ritz_vectors(coefficients)
-        products = self.w[:, : self.size] @ coefficients
-        return (products - vectors * values).norm(dim=0)
+        products = self.w[:, : self.size] @ coefficients.to(self.device)
+        return (products - vectors * values.to(self.device)).norm(dim=0).cpu()

@@ -14,7 +14,9 @@ for Large Eigenvalue Problems*, §6.4 and §4.2 for deflation):
    k-th was missed; copies found that way are locked and the check repeats. Locked vectors are
    orthonormal by construction, so ghost copies cannot appear.
 
-"Top" means largest algebraic value (the sharpness direction), not largest magnitude. The module also
+Vectors live on the operator's device (float64, :mod:`landscape.hessian.krylov`); Ritz values,
+residuals and the convergence decisions on the host. "Top" means largest algebraic value (the
+sharpness direction), not largest magnitude. The module also
 owns the :class:`Eigenpairs` record (the power-iteration reference returns one too) and
 :func:`flatness_ratio`, the ``lambda_1 / lambda_k`` of every eigenpair set and report.
 """
@@ -45,9 +47,9 @@ class Eigenpairs:
     """Eigenpairs of a symmetric operator, eigenvalues in descending order.
 
     Attributes:
-        values: ``(k,)`` float64 eigenvalue estimates, descending.
-        vectors: ``(dim, k)`` float64 orthonormal eigenvector estimates.
-        residuals: ``(k,)`` true residual norms ``||H v_i - lambda_i v_i||``.
+        values: ``(k,)`` float64 eigenvalue estimates, descending (on the CPU).
+        vectors: ``(dim, k)`` float64 orthonormal eigenvector estimates, on the operator's device.
+        residuals: ``(k,)`` true residual norms ``||H v_i - lambda_i v_i||`` (on the CPU).
         converged: per pair, whether ``residual <= tol * |lambda|``.
         num_matvecs: operator products used.
         method: ``"lanczos"`` or ``"power"``.
@@ -123,14 +125,15 @@ def top_eigenpairs(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     max_basis = max(2 * k + 30, 50) if max_basis is None else max(int(max_basis), k + 1)
 
-    locked_vecs = torch.zeros(n, 0, dtype=torch.float64)
+    device = op.device
+    locked_vecs = torch.zeros(n, 0, dtype=torch.float64, device=device)
     locked_vals: list[float] = []
     locked_res: list[float] = []
     pending: tuple[Tensor, Tensor, Tensor] | None = None  # unconverged candidates from the last run
     used = 0
     verifying = False
     verified = False
-    start = random_unit_vector(n, generator)
+    start = random_unit_vector(n, generator, device=device)
     scale = 0.0
 
     while True:
@@ -169,7 +172,7 @@ def top_eigenpairs(
             value = float(values[0])
             if bool(ok[0]) and value > kth - tol * abs(kth):
                 locked_vecs, pending = _lock(locked_vecs, locked_vals, locked_res, vectors, values, residuals, ok), None
-                start = random_unit_vector(n, generator, locked_vecs)
+                start = random_unit_vector(n, generator, locked_vecs, device=device)
             elif bool(ok[0]) or (
                 value + float(residuals[0]) < kth - tol * abs(kth)
                 and float(residuals[0]) <= max(tol, _VERIFY_TOL) * abs(value)
@@ -184,10 +187,11 @@ def top_eigenpairs(
         if bool(ok.all()):
             pending = None
             verifying = len(locked_vals) >= k
-            start = random_unit_vector(n, generator, locked_vecs)
+            start = random_unit_vector(n, generator, locked_vecs, device=device)
         else:
-            pending = (values[~ok], vectors[:, ~ok], residuals[~ok])
-            start = vectors[:, ~ok].sum(dim=1)
+            unconverged = vectors[:, (~ok).to(device)]
+            pending = (values[~ok], unconverged, residuals[~ok])
+            start = unconverged.sum(dim=1)
 
     return _assemble(k, tol, locked_vals, locked_vecs, locked_res, pending, used, verified)
 
@@ -204,7 +208,7 @@ def _lock(
     """Append the converged pairs to the locked set; returns the new locked basis."""
     locked_vals.extend(float(v) for v in values[ok])
     locked_res.extend(float(r) for r in residuals[ok])
-    return torch.cat([locked_vecs, vectors[:, ok]], dim=1)
+    return torch.cat([locked_vecs, vectors[:, ok.to(vectors.device)]], dim=1)
 
 
 def _assemble(
@@ -228,7 +232,7 @@ def _assemble(
     order = torch.argsort(values, descending=True)[:k]
     return Eigenpairs(
         values=values[order],
-        vectors=vectors[:, order],
+        vectors=vectors[:, order.to(vectors.device)],
         residuals=residuals[order],
         converged=[converged[i] for i in order.tolist()],
         num_matvecs=used,

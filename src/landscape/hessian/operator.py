@@ -1,7 +1,8 @@
 """Linear operators the estimators act on: the dataset Hessian of a model, or a dense symmetric matrix.
 
 Every estimator in :mod:`landscape.hessian` (Lanczos, power iteration, trace, density) takes a
-``LinearOperator``: an object with ``dim``, ``matvec(v)`` and ``matmat(V)`` on flat float64 vectors.
+``LinearOperator``: an object with ``dim``, ``device``, ``matvec(v)`` and ``matmat(V)`` on flat float64
+vectors that live on ``device`` (the estimators keep their vectors and bases there).
 A dense ``Tensor`` is accepted wherever an operator is (wrapped by :func:`as_operator`), so every
 estimator can be tested on a matrix with a known spectrum. :class:`HessianOperator` also owns the
 conversion between flat vectors and parameter dicts (``flatten`` / ``unflatten``).
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from fedtrain.errors import ConfigError
-from landscape.hessian.hvp import Batch, HvpFunction, LossFunction, detect_hvp_method, make_hvp
+from landscape.hessian.hvp import Batch, HvpFunction, LossFunction, detect_hvp_method, full_precision, make_hvp
 
 __all__ = ["LinearOperator", "DenseOperator", "HessianOperator", "as_operator", "split_batches", "CACHE_MAX_EXAMPLES", "CACHE_MAX_PARAMS"]
 
@@ -28,13 +29,16 @@ CACHE_MAX_EXAMPLES = 4096
 CACHE_MAX_PARAMS = 2_000_000
 # How matmat computes k products; "loop" is the default because it is faster on CPU (bench/results/matmat.txt).
 MATMAT_METHODS: tuple[str, ...] = ("loop", "batched")
+# Parameter dtypes refused: a Hessian in half precision is mixed precision (products off by ~1e-3 relative).
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @runtime_checkable
 class LinearOperator(Protocol):
-    """A symmetric linear map on flat float64 vectors of length ``dim``."""
+    """A symmetric linear map on flat float64 vectors of length ``dim`` held on ``device``."""
 
     dim: int
+    device: torch.device
 
     def matvec(self, vector: Tensor) -> Tensor: ...
 
@@ -53,6 +57,7 @@ class DenseOperator:
             raise ConfigError(f"A dense operator must be a square matrix, got shape {tuple(matrix.shape)}.")
         self.matrix = matrix.detach().to(torch.float64)
         self.dim = int(matrix.shape[0])
+        self.device = self.matrix.device
 
     def matvec(self, vector: Tensor) -> Tensor:
         """``A v``."""
@@ -67,12 +72,12 @@ def as_operator(operator: LinearOperator | Tensor) -> LinearOperator:
     """Wrap a dense ``Tensor`` in :class:`DenseOperator`; pass an operator through.
 
     Raises:
-        TypeError: neither a tensor nor an object with ``dim``/``matvec``/``matmat``.
+        TypeError: neither a tensor nor an object with ``dim``/``device``/``matvec``/``matmat``.
     """
     if isinstance(operator, Tensor):
         return DenseOperator(operator)
     if not isinstance(operator, LinearOperator):
-        raise TypeError(f"Expected a LinearOperator (dim, matvec, matmat) or a dense Tensor, got {type(operator).__name__}.")
+        raise TypeError(f"Expected a LinearOperator (dim, device, matvec, matmat) or a dense Tensor, got {type(operator).__name__}.")
     return operator
 
 
@@ -94,9 +99,13 @@ class HessianOperator:
 
     with ``n_b`` the size of batch ``b`` and ``N`` the total, i.e. the Hessian of the mean loss over
     all samples whatever the batch sizes. Products are computed batch by batch in the parameter dtype
-    and accumulated in float64. The operator works on a private copy of the model (switched to eval
-    mode when ``bn_mode="eval"``), so the caller's module, weights, ``.grad``, ``requires_grad`` and
-    train/eval mode are never touched. Parameters with ``requires_grad=False`` are held fixed.
+    (never in mixed precision: autocast and TF32 are off inside, see
+    :func:`~landscape.hessian.hvp.full_precision`) and accumulated in float64. The operator works on a
+    private copy of the model on ``device`` (switched to eval mode when ``bn_mode="eval"``), so the
+    caller's module, weights, device, ``.grad``, ``requires_grad`` and train/eval mode are never
+    touched. Parameters with ``requires_grad=False`` are held fixed. The batches are moved to
+    ``device`` once, at construction; vectors in and out are float64 on ``device`` and a product
+    reads nothing back to the host.
 
     Args:
         model: the network.
@@ -105,6 +114,8 @@ class HessianOperator:
         method: ``"auto"`` (forward-over-reverse when the layers support forward mode, else double
             backward), ``"fwd-rev"`` or ``"double-backward"``. The method used is ``self.method``.
         dtype: compute dtype (``torch.float64`` for exact tests); default: the parameters' dtype.
+            float16/bfloat16 are refused.
+        device: where the model copy, the data and the products live; default: the model's device.
         bn_mode: ``"eval"`` (BatchNorm running statistics, dropout off) or ``"train"`` (the module as
             given, which must then be deterministic).
         check_deterministic: compare two products of the same vector on the first batch and raise
@@ -118,7 +129,7 @@ class HessianOperator:
             per batch in one vectorised call, one pass); see :meth:`matmat`.
 
     Raises:
-        ConfigError: no batches, no trainable parameters, or unknown options.
+        ConfigError: no batches, no trainable parameters, half-precision parameters, or unknown options.
         RuntimeError: the two products of the determinism check differ.
     """
 
@@ -130,6 +141,7 @@ class HessianOperator:
         *,
         method: Literal["auto", "fwd-rev", "double-backward"] = "auto",
         dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
         bn_mode: Literal["eval", "train"] = "eval",
         check_deterministic: bool = True,
         cache_graph: bool | Literal["auto"] = "auto",
@@ -139,10 +151,11 @@ class HessianOperator:
             raise ConfigError("HessianOperator needs at least one batch of data: pass a non-empty list of (inputs, targets).")
         if bn_mode not in ("eval", "train"):
             raise ConfigError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}.")
-        # A private copy: modes and buffers of the caller's module stay as they are.
-        self.model = copy.deepcopy(model)
-        if dtype is not None:
-            self.model = self.model.to(dtype)
+        if device is None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.device = torch.device(device)
+        # A private copy: modes, buffers and device of the caller's module stay as they are.
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
         if bn_mode == "eval":
             self.model.eval()
         self.bn_mode = bn_mode
@@ -151,7 +164,10 @@ class HessianOperator:
             raise ConfigError("The model has no parameter with requires_grad=True: there is no Hessian to compute. "
                               "Unfreeze the parameters the Hessian is wanted for.")
         self.dtype = next(iter(self.params.values())).dtype
-        self.batches = [(_cast(x, self.dtype), y) for x, y in batches]
+        if self.dtype in _HALF_DTYPES:
+            raise ConfigError(f"The model's parameters are {self.dtype}: a Hessian in half precision is not accurate "
+                              "enough. Compute it in float32 or float64 (dtype=torch.float32, or model.float()).")
+        self.batches = [(_to_device(x, self.device, self.dtype), y.to(self.device)) for x, y in batches]
         self.counts = [int(len(y)) for _, y in self.batches]
         self.num_examples = sum(self.counts)
         self.shapes = {name: p.shape for name, p in self.params.items()}
@@ -174,7 +190,7 @@ class HessianOperator:
     def _first_order_graph(self, batch: Batch) -> tuple[dict[str, Tensor], list[Tensor | None]]:
         """Leaves and the gradient of one batch's loss, with its graph kept for later products."""
         inputs, targets = batch
-        with torch.enable_grad():
+        with torch.enable_grad(), full_precision(self.device):
             leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
             loss = self.loss_fn(functional_call(self.model, leaves, (inputs,)), targets)
             grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
@@ -218,7 +234,7 @@ class HessianOperator:
         return flat.T if flat.ndim == 2 else flat
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
-        """A flat vector as new parameter-shaped tensors in the compute dtype, keyed by parameter name.
+        """A flat vector as new parameter-shaped tensors in the compute dtype on the device, keyed by parameter name.
 
         A ``(dim, k)`` matrix gives its ``k`` columns stacked along a leading axis: ``(k, *shape)``
         per parameter. The tensors never share memory with ``flat``.
@@ -227,7 +243,7 @@ class HessianOperator:
         for name, shape in self.shapes.items():
             size = shape.numel()
             piece = flat[start : start + size].movedim(0, -1)
-            out[name] = piece.reshape(*piece.shape[:-1], *shape).to(self.dtype, copy=True)
+            out[name] = piece.reshape(*piece.shape[:-1], *shape).to(device=self.device, dtype=self.dtype, copy=True)
             start += size
         return out
 
@@ -239,7 +255,7 @@ class HessianOperator:
         """
         if vector.shape != (self.dim,):
             raise ConfigError(f"matvec expects a vector of shape ({self.dim},), got {tuple(vector.shape)}.")
-        total = torch.zeros(self.dim, dtype=torch.float64)
+        total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
         for product, count in zip(self._batch_products(self.unflatten(vector)), self.counts):
             total += (count / self.num_examples) * self.flatten(product)
         return total
@@ -261,7 +277,7 @@ class HessianOperator:
             raise ConfigError(f"matmat expects a matrix of shape ({self.dim}, k), got {tuple(matrix.shape)}.")
         if self.matmat_method == "loop":
             return torch.stack([self.matvec(matrix[:, j]) for j in range(matrix.shape[1])], dim=1)
-        total = torch.zeros(self.dim, matrix.shape[1], dtype=torch.float64)
+        total = torch.zeros(self.dim, matrix.shape[1], dtype=torch.float64, device=self.device)
         for products, count in zip(self._batch_matmats(self.unflatten(matrix)), self.counts):
             total += (count / self.num_examples) * self.flatten(products)
         return total
@@ -289,10 +305,12 @@ def _graph_products(
     pairs = [(g, tangents[name]) for name, g in zip(leaves, grads) if g is not None and g.requires_grad]
     if not pairs:  # the loss is at most linear in every parameter
         return {name: p.new_zeros(*lead, *p.shape) for name, p in leaves.items()}
-    hv = torch.autograd.grad([g for g, _ in pairs], list(leaves.values()), grad_outputs=[t for _, t in pairs],
-                             retain_graph=True, allow_unused=True, is_grads_batched=batched)
+    with full_precision(next(iter(leaves.values())).device):
+        hv = torch.autograd.grad([g for g, _ in pairs], list(leaves.values()), grad_outputs=[t for _, t in pairs],
+                                 retain_graph=True, allow_unused=True, is_grads_batched=batched)
     return {name: leaves[name].new_zeros(*lead, *leaves[name].shape) if h is None else h for name, h in zip(leaves, hv)}
 
 
-def _cast(inputs: Tensor, dtype: torch.dtype) -> Tensor:
-    return inputs.to(dtype) if inputs.is_floating_point() else inputs
+def _to_device(inputs: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Inputs on ``device``, floating-point ones in ``dtype`` (one copy at most; none when already there)."""
+    return inputs.to(device=device, dtype=dtype) if inputs.is_floating_point() else inputs.to(device)

@@ -1,9 +1,10 @@
 """Adapters that run the peer libraries (PyHessian 0.1, hessian-eigenthings 1.0) on the same model and data.
 
 Used by ``--backend pyhessian`` and by ``bench/bench_hessian.py`` for cross-checks. Each adapter
-works on a private copy of the model (PyHessian switches the model to eval mode and leaves
-graph-carrying ``.grad`` tensors behind), seeds the peer's random draws from ``seed``, counts the
-Hessian-vector products, and reports a peer's crash as a message instead of raising.
+works on a private copy of the model on the requested device (PyHessian switches the model to eval
+mode and leaves graph-carrying ``.grad`` tensors behind), with the data moved there once, seeds the
+peer's random draws from ``seed``, counts the Hessian-vector products, and reports a peer's crash as
+a message instead of raising. Both peers run in full float32 like the engine (no TF32 on a GPU).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from fedtrain.errors import ConfigError
+from landscape.hessian.hvp import full_precision
 from landscape.hessian.trace import mean_and_stderr
 
 __all__ = ["pyhessian_analysis", "eigenthings_operator", "counting_hvps"]
@@ -64,11 +66,20 @@ def pyhessian_analysis(
     density_steps: int = 100,
     density_probes: int = 1,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Top-k eigenvalues, trace and density through PyHessian 0.1 (single-batch mode, CPU).
+    """Top-k eigenvalues, trace and density through PyHessian 0.1 (single-batch mode), on ``device``.
 
-    PyHessian draws from the global RNG; it runs under ``torch.random.fork_rng`` seeded with
-    ``seed``, so the caller's RNG is untouched and the run is reproducible.
+    On a CUDA device PyHessian is built with ``cuda=True``: it then calls ``.cuda()`` on the inputs
+    and puts its vectors on the *current* CUDA device, and expects the model there; the adapter
+    gives it a copy of the model and the data on ``device`` and makes ``device`` current for the call.
+    PyHessian draws from the global RNGs (its power-iteration starts on the CPU, its Rademacher
+    probes of trace and density on the device, so those differ between a CPU and a GPU run); it runs
+    under ``torch.random.fork_rng`` of the CPU and ``device`` seeded with ``seed``, so the caller's RNG
+    states are untouched and the run is reproducible.
+
+    Args:
+        device: where to run (default: the model's device).
 
     Returns:
         ``{"eigenvalues", "trace", "density", "hvps", "seconds", "errors"}``; a quantity whose
@@ -76,13 +87,14 @@ def pyhessian_analysis(
     """
     hessian_module = _import("pyhessian.hessian")
     criterion = torch.nn.CrossEntropyLoss()
+    device = _model_device(model) if device is None else torch.device(device)
     result: dict[str, Any] = {"eigenvalues": None, "trace": None, "density": None, "hvps": {}, "seconds": {}, "errors": {}}
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with _on_device(device, seed), warnings.catch_warnings():
         # PyHessian calls backward(create_graph=True), which warns about a reference cycle on its private copy
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-        torch.manual_seed(seed)
         start = time.perf_counter()
-        engine = hessian_module.hessian(copy.deepcopy(model), criterion, data=(inputs, labels), cuda=False)
+        engine = hessian_module.hessian(copy.deepcopy(model).to(device), criterion, data=(inputs.to(device), labels.to(device)),
+                                        cuda=device.type == "cuda")
         setup = time.perf_counter() - start
         steps: list[tuple[str, Callable[[], Any]]] = [("eigenvalues", lambda: engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_k))]
         if trace:
@@ -113,10 +125,37 @@ def pyhessian_analysis(
     return result
 
 
-def eigenthings_operator(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int) -> Any:
-    """A hessian-eigenthings ``HessianOperator`` (double backward) on a private eval-mode copy of ``model``."""
+def eigenthings_operator(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int,
+                         device: torch.device | None = None) -> Any:
+    """A hessian-eigenthings ``HessianOperator`` (double backward) on a private eval-mode copy of ``model`` on ``device``.
+
+    hessian-eigenthings computes on the device of the model's parameters; the batches are moved there
+    once (default device: the model's). Its products are not wrapped in :func:`full_precision`: call
+    them inside it (as ``bench/bench_hessian.py`` does) for full float32 on a GPU.
+    """
     eigenthings = _import("hessian_eigenthings")
+    device = _model_device(model) if device is None else torch.device(device)
+    inputs, labels = inputs.to(device), labels.to(device)
     batches = [(inputs[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
     return eigenthings.HessianOperator(
-        copy.deepcopy(model).eval(), batches, eigenthings.supervised_loss(torch.nn.functional.cross_entropy)
+        copy.deepcopy(model).to(device).eval(), batches, eigenthings.supervised_loss(torch.nn.functional.cross_entropy)
     )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def _on_device(device: torch.device, seed: int) -> Iterator[None]:
+    """The scope of a PyHessian run: seeded global RNGs (restored after), ``device`` current, full float32."""
+    cuda = device.type == "cuda"
+    index = device.index if device.index is not None else (torch.cuda.current_device() if cuda else None)
+    with torch.random.fork_rng(devices=[index] if cuda else []), full_precision(device), \
+            (torch.cuda.device(index) if cuda else contextlib.nullcontext()):
+        if cuda:  # this device's generator only: fork_rng restores the CPU's and this device's, no other
+            torch.default_generator.manual_seed(seed)
+            torch.cuda.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
+        yield

@@ -44,7 +44,7 @@ def power_iteration_eigenpairs(
         stop: stopping rule, see ``tol``.
 
     Returns:
-        :class:`Eigenpairs` sorted by descending value; ``converged`` is judged by the true residual
+        :class:`Eigenpairs` sorted by descending value (vectors on the operator's device); ``converged`` is judged by the true residual
         ``<= tol |mu|`` whatever the stopping rule.
 
     Raises:
@@ -57,10 +57,10 @@ def power_iteration_eigenpairs(
         raise ConfigError(f"stop must be 'rayleigh' or 'residual', got {stop!r}.")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     per_pair = max(2, max_matvecs // k)
-    found = torch.zeros(op.dim, 0, dtype=torch.float64)
+    found = torch.zeros(op.dim, 0, dtype=torch.float64, device=op.device)
     values, residuals, used = [], [], 0
     for _ in range(k):
-        vector = random_unit_vector(op.dim, generator, found)
+        vector = random_unit_vector(op.dim, generator, found, device=op.device)
         previous, value, residual = None, 0.0, float("inf")
         for _ in range(per_pair):
             product = op.matvec(vector)
@@ -82,7 +82,7 @@ def power_iteration_eigenpairs(
     residual_tensor = torch.tensor(residuals, dtype=torch.float64)[order]
     return Eigenpairs(
         values=value_tensor[order],
-        vectors=found[:, order],
+        vectors=found[:, order.to(op.device)],
         residuals=residual_tensor,
         converged=[bool(r <= tol * abs(v)) for r, v in zip(residual_tensor, value_tensor[order])],
         num_matvecs=used,

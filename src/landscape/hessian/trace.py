@@ -45,16 +45,20 @@ class TraceEstimate:
         return {"estimate": self.estimate, "stderr": self.stderr, "method": self.method, "num_matvecs": self.num_matvecs}
 
 
-def random_probes(dim: int, count: int, generator: torch.Generator, distribution: str = "rademacher") -> Tensor:
-    """``(dim, count)`` float64 probes with ``E[v v^T] = I``: Rademacher (+-1) or standard normal.
+def random_probes(dim: int, count: int, generator: torch.Generator, distribution: str = "rademacher",
+                  *, device: torch.device | None = None) -> Tensor:
+    """``(dim, count)`` float64 probes with ``E[v v^T] = I``: Rademacher (+-1) or standard normal, on ``device``.
+
+    The draw is made on ``generator`` (a CPU generator) and then moved (default: stays on the CPU),
+    so every device gets the same probes.
 
     Raises:
         ConfigError: unknown distribution.
     """
     if distribution == "rademacher":
-        return torch.randint(0, 2, (dim, count), generator=generator).to(torch.float64) * 2 - 1
+        return (torch.randint(0, 2, (dim, count), generator=generator).to(torch.float64) * 2 - 1).to(device)
     if distribution == "normal":
-        return torch.randn(dim, count, generator=generator, dtype=torch.float64)
+        return torch.randn(dim, count, generator=generator, dtype=torch.float64).to(device)
     raise ConfigError(f"distribution must be 'rademacher' or 'normal', got {distribution!r}.")
 
 
@@ -64,7 +68,7 @@ def _sample_mean(op: LinearOperator, num_samples: int, generator: torch.Generato
     z = _z_score(confidence)
     samples: list[float] = []
     for _ in range(num_samples):
-        probe = random_probes(op.dim, 1, generator, distribution)[:, 0]
+        probe = random_probes(op.dim, 1, generator, distribution, device=op.device)[:, 0]
         if basis is not None:
             probe = probe - basis @ (basis.T @ probe)
         samples.append(float(probe @ op.matvec(probe)))
@@ -147,7 +151,7 @@ def trace_hutchpp(
         raise ConfigError(f"Hutch++ needs num_matvecs >= 3 (sketch, projection, residual), got {num_matvecs}.")
     op = as_operator(operator)
     sketch_size = min(num_matvecs // 3, op.dim)
-    sketch = op.matmat(random_probes(op.dim, sketch_size, generator, distribution))
+    sketch = op.matmat(random_probes(op.dim, sketch_size, generator, distribution, device=op.device))
     basis = torch.linalg.qr(sketch).Q
     exact_part = float(torch.trace(basis.T @ op.matmat(basis)))
     remaining = num_matvecs - 2 * sketch_size

@@ -71,7 +71,7 @@ def test_config_keeps_the_keys_and_order_of_the_json_written_so_far(checkpoint_p
     report = analyze_checkpoint(checkpoint_path, replace(QUICK, trace=False, density=False, num_examples=None, split="test"))
     assert list(report.config) == [
         "backend", "num_examples", "batch_size", "top_k", "tol", "max_matvecs", "trace", "trace_method", "trace_matvecs",
-        "density", "density_probes", "density_steps", "seeds", "bn_mode", "loss", "versions", "hvp_method",
+        "density", "density_probes", "density_steps", "device", "device_used", "seeds", "bn_mode", "loss", "versions", "hvp_method",
         "hvp_cached_graph", "num_parameters", "checkpoint", "checkpoint_sha256", "weights", "model", "dataset", "split",
         "subset_seed", "checkpoint_round",
     ]
