@@ -9,12 +9,7 @@ records their hashes, so a partial ``surface.npz`` is resumed only by the reques
 ``settings.device`` is resolved once here. Checkpoints are read and directions made on the CPU (random
 directions come from a CPU generator, so they are the same on every machine); the grid is evaluated on
 the resolved device (Hessian directions are computed there too), and the surface is saved as NumPy.
-
-Resuming on another device: a partial surface is finished on the same kind of device it was started
-on, the CPU or a GPU of the same model (another index, ``cuda:1`` for ``cuda:0``, is fine). A resume
-on another kind is refused with a message naming both: float32 kernels round differently on each, so
-one grid would mix two roundings (about 1e-6 relative apart) and the bit-identical resume would be lost.
-Each run that computed points of a surface is listed in ``metadata["device_runs"]``.
+A partial surface is finished only on the same kind of device (:mod:`landscape.surface.resume`).
 """
 
 from __future__ import annotations
@@ -32,22 +27,28 @@ from torch import nn
 
 from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_checkpoint
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset
-from fedtrain.device import device_record, resolve_device, to_cpu
+from fedtrain.device import resolve_device, to_cpu
 from fedtrain.errors import CheckpointError, ConfigError
-from fedtrain.io import json_roundtrip
 from landscape.hessian.analysis import hessian_eigenvectors
 from landscape.settings import DIRECTION_KINDS, SurfaceSettings
 from landscape.surface.directions import (
     Directions,
     directions_from_vectors,
-    directions_sha256,
     interpolation_directions,
     plane_directions,
     random_directions,
 )
 from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
 from landscape.surface.passes import PassPlan, plan_passes
-from landscape.surface.record import Surface, load_surface, save_surface
+from landscape.surface.record import Surface, save_surface
+from landscape.surface.resume import (
+    check_same_device,
+    check_same_directions,
+    check_same_request,
+    device_runs,
+    partial_to_resume,
+    stored_passes,
+)
 
 __all__ = [
     "SurfaceSlice",
@@ -217,60 +218,6 @@ def _coordinates(slice_: SurfaceSlice, settings: SurfaceSettings, directions: Di
     return [symmetric_coordinates(settings.range, settings.steps)] * settings.dims
 
 
-def _partial_to_resume(target: Path | None, resume: bool) -> Surface | None:
-    """The partial surface to finish (``None`` when starting afresh); an unfinished file needs ``resume``."""
-    if target is None:
-        if resume:
-            raise ConfigError("resume needs the output path (--out) of the partial surface to finish.")
-        return None
-    if not target.exists():
-        if resume:
-            raise ConfigError(f"Nothing to resume: {target} does not exist. Run without --resume first.")
-        return None
-    existing = load_surface(target)
-    if not resume:
-        if not existing.complete:
-            raise ConfigError(
-                f"{target} holds an unfinished surface ({int(existing.done.sum())}/{existing.done.size} points). "
-                "Pass --resume to finish it, or delete it (or choose another --out) to start afresh."
-            )
-        return None
-    return existing
-
-
-def _check_same_request(partial: Surface | None, request: Mapping[str, Any], target: Path | None) -> None:
-    """A partial surface is resumed only by the request that started it."""
-    if partial is None:
-        return
-    stored = partial.metadata.get("request", {})
-    differing = sorted(k for k in request if stored.get(k) != json_roundtrip(request[k]))
-    if differing:
-        raise ConfigError(
-            f"Cannot resume {target}: it was computed with different settings ({', '.join(differing)}). Resume with "
-            "the original settings, or start afresh without --resume."
-        )
-
-
-def _device_kind(record: Mapping[str, Any]) -> str:
-    """``"cpu"``, or ``"cuda (GPU model)"``: what must match for a resume (the GPU's index need not)."""
-    device = str(record.get("device", "cpu"))
-    return "cpu" if device == "cpu" else f"{device.split(':')[0]} ({record.get('name')})"
-
-
-def _check_same_device(partial: Surface | None, device: torch.device, target: Path | None) -> None:
-    """A partial surface is finished on the kind of device it was started on (files from before devices: the CPU)."""
-    if partial is None:
-        return
-    stored = partial.metadata.get("device_used", {"device": "cpu"})
-    started, here = _device_kind(stored), _device_kind(device_record(device))
-    if started != here:
-        raise ConfigError(
-            f"Cannot resume {target} on {here}: it was started on {started}, and one grid computed on two kinds of "
-            f"device would mix two float32 roundings. Resume it with --device {stored.get('device', 'cpu')} (or "
-            "another GPU of the same model), or start afresh without --resume."
-        )
-
-
 def _ndim(slice_: SurfaceSlice, settings: SurfaceSettings) -> int:
     """Axes of the slice: one for a line, two for a plane, ``dims`` around a checkpoint."""
     return 1 if slice_.kind == "interpolation" else 2 if slice_.kind == "plane" else settings.dims
@@ -290,28 +237,15 @@ def _passes(
     device: torch.device,
 ) -> PassPlan:
     """Points per pass and batch size: fixed, reused from the partial file being resumed, or planned for ``device``."""
-    batch_size, points_per_pass = settings.batch_size, settings.points_per_pass
-    if partial is not None and (batch_size is None or points_per_pass is None):
-        stored = partial.metadata.get("request", {})  # a choice made by memory (or a default) is reproduced
-        batch_size = stored.get("batch_size") if batch_size is None else batch_size
-        points_per_pass = stored.get("points_per_pass") if points_per_pass is None else points_per_pass
-        if isinstance(batch_size, int) and isinstance(points_per_pass, int):
-            return PassPlan(points_per_pass, batch_size, "partial file")
+    stored = stored_passes(partial, settings.batch_size, settings.points_per_pass)
+    if stored is not None:  # a choice made from memory (or a default) is reproduced
+        return stored
     ndim = _ndim(slice_, settings)
     inputs = [x for x, _ in data.values()] + ([] if train is None or "train" in data else [train[0]])
     resident = _nbytes(inputs) + (2 + ndim) * _nbytes(list(model.parameters()))  # data; model copy, origin, axes
     first = inputs[0]
     return plan_passes(model, first[0], device, num_examples=int(first.shape[0]), num_points=settings.steps**ndim,
-                       resident_bytes=resident, batch_size=batch_size, points_per_pass=points_per_pass)
-
-
-def _check_same_directions(partial: Surface | None, directions: Directions, target: Path | None) -> None:
-    """A resumed grid must continue along the very axes it was started on."""
-    if partial is not None and partial.metadata.get("directions_sha256") != directions_sha256(directions):
-        raise ConfigError(
-            f"The directions recomputed for resuming differ from those of the partial surface {target} "
-            "(different library versions or non-deterministic Hessian directions). Start afresh without --resume."
-        )
+                       resident_bytes=resident, batch_size=settings.batch_size, points_per_pass=settings.points_per_pass)
 
 
 def _provenance(
@@ -338,12 +272,6 @@ def _provenance(
         "pass_plan": passes.to_dict(),
         "device_runs": device_runs,
     }
-
-
-def _device_runs(partial: Surface | None, device: torch.device) -> list[dict[str, Any]]:
-    """The runs that computed points of this surface: the partial file's (files from before devices: unknown), then this one."""
-    earlier = [] if partial is None else list(partial.metadata.get("device_runs", []))
-    return [*earlier, {"device_used": device_record(device), "points_before": 0 if partial is None else int(partial.done.sum())}]
 
 
 def surface_for_checkpoint(
@@ -405,19 +333,19 @@ def _surface(
     needs_train = settings.bn == "recalibrate" or slice_.kind == "hessian"
     dataset, data, train = _evaluation_data(models[0][0], settings, data_dir, needs_train=needs_train)
     target = surface_path(out) if out is not None else None
-    partial = _partial_to_resume(target, resume)
-    _check_same_device(partial, device, target)
+    partial = partial_to_resume(target, resume)
+    check_same_device(partial, device, target)
     passes = _passes(settings, slice_, models[0][1], data, train, partial, device)
     request = resume_request(settings, slice_, [file_sha256(p) for p in slice_.paths], passes)
-    _check_same_request(partial, request, target)
+    check_same_request(partial, request, target)
     directions = _directions(slice_, models, settings, train, device)
-    _check_same_directions(partial, directions, target)
+    check_same_directions(partial, directions, target)
     surface = compute_surface(
         models[0][1], directions, _coordinates(slice_, settings, directions), data,
         bn=settings.bn, recalibration_inputs=None if train is None else train[0], batch_size=passes.batch_size,
         points_per_pass=passes.points_per_pass, method=settings.method, resume_from=partial,
         on_chunk=None if target is None else (lambda s: save_surface(s, target)),
-        metadata=_provenance(request, models, dataset, settings, passes, _device_runs(partial, device)), device=device,
+        metadata=_provenance(request, models, dataset, settings, passes, device_runs(partial, device)), device=device,
     )
     if target is not None:
         save_surface(surface, target)

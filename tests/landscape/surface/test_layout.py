@@ -9,14 +9,15 @@ import landscape.surface
 
 PACKAGE = Path(landscape.surface.__file__).parent
 # module -> the modules of this subpackage it may import: record, directions, evaluate and passes are the floor,
-# grid computes with them, api (checkpoint files) sits on top and nothing here imports it.
+# grid computes with them, resume checks partial files, api (checkpoint files) sits on top and nothing here imports it.
 ALLOWED = {
     "record": set(),
     "directions": set(),
     "evaluate": set(),
     "grid": {"record", "directions", "evaluate"},
     "passes": set(),
-    "api": {"record", "directions", "grid", "passes"},
+    "resume": {"record", "directions", "passes"},
+    "api": {"record", "directions", "grid", "passes", "resume"},
 }
 FORBIDDEN = ("landscape.plots", "landscape.report", "fedlandscape_cli", "click")
 
