@@ -1,4 +1,4 @@
-"""`landscape hessian`: JSON report to stdout or --out, density plot, clean errors, and the real console script."""
+"""`landscape hessian`: JSON report to stdout or --out, density plot, --device, clean errors, and the real console script."""
 
 from __future__ import annotations
 
@@ -57,6 +57,33 @@ def test_bad_input_is_one_paragraph_exit_1_and_no_file(checkpoint, tmp_path):
     assert result.exit_code == 1 and "has no SWA model" in result.output
     result = CliRunner().invoke(main, ["hessian", str(checkpoint), "--top-k", "0"])
     assert result.exit_code == 2
+
+
+def test_device_is_recorded_and_the_eigenvectors_file_holds_cpu_tensors(checkpoint, tmp_path, device):
+    import torch
+
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), *QUICK, "--no-density", "--device", str(device),
+                                       "--out", str(tmp_path / "h.json"), "--eigenvectors-out", str(tmp_path / "v.pt")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "h.json").read_text())["config"]
+    assert config["device"] == str(device) and config["device_used"]["device"].startswith(device.type)
+    assert f"on {config['device_used']['device']}" in result.output
+    vectors = torch.load(tmp_path / "v.pt", weights_only=True)["vectors"]
+    assert all(t.device.type == "cpu" for v in vectors for t in v.values())
+
+
+def test_cuda_on_a_machine_without_a_gpu_is_one_paragraph_exit_1_and_no_file(checkpoint, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for spec in ("cuda", "cuda:3"):
+        result = CliRunner().invoke(main, ["hessian", str(checkpoint), *QUICK, "--device", spec, "--out", str(tmp_path / "h.json")])
+        assert result.exit_code == 1 and "asks for a GPU" in result.output and "--device cpu" in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "h.json").exists()
+    result = CliRunner().invoke(main, ["hessian", str(checkpoint), "--device", "gpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
 
 
 def test_the_installed_console_script_runs(checkpoint, tmp_path):

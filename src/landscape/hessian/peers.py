@@ -23,7 +23,7 @@ from fedtrain.errors import ConfigError
 from landscape.hessian.hvp import full_precision
 from landscape.hessian.trace import mean_and_stderr
 
-__all__ = ["pyhessian_analysis", "eigenthings_operator", "counting_hvps"]
+__all__ = ["pyhessian_analysis", "eigenthings_operator", "counting_hvps", "peer_scope"]
 
 INSTALL_HINT = "pip install 'fedlandscape[peers]' (hessian-eigenthings) or pip install pyhessian==0.1"
 
@@ -79,6 +79,18 @@ def pyhessian_analysis(
     states are untouched and the run is reproducible.
 
     Args:
+        model: the network (a private copy is analysed).
+        inputs: model inputs (one batch: PyHessian's single-batch mode).
+        labels: class labels.
+        top_k: number of top eigenvalues (power iteration with deflation).
+        tol: PyHessian's relative-change tolerance of the eigenvalues and the trace.
+        max_iter: power iterations per eigenvalue.
+        trace: whether to run its Hutchinson trace, with at most ``trace_max_iter`` probes.
+        trace_max_iter: see ``trace``.
+        density: whether to run its SLQ density, ``density_probes`` runs of ``density_steps`` steps.
+        density_steps: see ``density``.
+        density_probes: see ``density``.
+        seed: seed of the global RNGs for the run.
         device: where to run (default: the model's device).
 
     Returns:
@@ -89,7 +101,7 @@ def pyhessian_analysis(
     criterion = torch.nn.CrossEntropyLoss()
     device = _model_device(model) if device is None else torch.device(device)
     result: dict[str, Any] = {"eigenvalues": None, "trace": None, "density": None, "hvps": {}, "seconds": {}, "errors": {}}
-    with _on_device(device, seed), warnings.catch_warnings():
+    with peer_scope(device, seed), warnings.catch_warnings():
         # PyHessian calls backward(create_graph=True), which warns about a reference cycle on its private copy
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
         start = time.perf_counter()
@@ -147,8 +159,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _on_device(device: torch.device, seed: int) -> Iterator[None]:
-    """The scope of a PyHessian run: seeded global RNGs (restored after), ``device`` current, full float32."""
+def peer_scope(device: torch.device, seed: int) -> Iterator[None]:
+    """The scope of a peer's run on ``device``: global RNGs seeded with ``seed`` (restored after), ``device``
+    the current CUDA device (PyHessian's ``cuda=True`` means "the current one"), full float32 (:func:`full_precision`)."""
     cuda = device.type == "cuda"
     index = device.index if device.index is not None else (torch.cuda.current_device() if cuda else None)
     with torch.random.fork_rng(devices=[index] if cuda else []), full_precision(device), \

@@ -26,6 +26,7 @@ BAD_CALLS = {
     "no batches": lambda: HessianOperator(CASE.model(), cross_entropy, []),
     "bn mode": lambda: HessianOperator(CASE.model(), cross_entropy, CASE.batches(), bn_mode="batch"),
     "no trainable parameter": lambda: HessianOperator(CASE.model().requires_grad_(False), cross_entropy, CASE.batches()),
+    "half precision": lambda: HessianOperator(CASE.model(), cross_entropy, CASE.batches(), dtype=torch.bfloat16),
     "matvec shape": lambda: CASE.operator().matvec(torch.ones(3, dtype=torch.float64)),
     "hvp method": lambda: make_hvp(CASE.model(), cross_entropy, method="reverse"),
     "lanczos k": lambda: top_eigenpairs(torch.eye(3), 4),

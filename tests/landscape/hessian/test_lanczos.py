@@ -1,6 +1,9 @@
-"""Lanczos top-k eigenpairs: exact to 1e-6 at tight tolerance, right multiplicities, no ghost copies, honest flags."""
+"""Lanczos top-k eigenpairs: exact to 1e-6 at tight tolerance on every device, right multiplicities, no ghost copies,
+honest flags, the same random draws everywhere."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from tests.landscape.hessian.cases import MODEL_CASES, MODEL_IDS, QUADRATIC_IDS,
 
 
 def _check_pairs(pairs, matrix, expected, k, tol):
+    pairs = dataclasses.replace(pairs, vectors=pairs.vectors.cpu())  # the oracle is on the CPU
     relative = ((pairs.values - expected[:k]).abs() / expected[:k].abs()).max()
     assert relative <= 1e-6, (pairs.values, expected[:k])
     assert pairs.values.shape == (k,) and torch.all(pairs.values[:-1] >= pairs.values[1:])  # descending
@@ -24,9 +28,10 @@ def _check_pairs(pairs, matrix, expected, k, tol):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize("spectrum", QUADRATIC_IDS)
-def test_top_k_of_quadratics_with_outliers_repeats_and_clusters(spectrum, k):
+def test_top_k_of_quadratics_with_outliers_repeats_and_clusters(spectrum, k, device):
     matrix, expected = symmetric_with_spectrum(QUADRATIC_SPECTRA[spectrum])
-    pairs = top_eigenpairs(matrix, k, tol=1e-9, generator=torch.Generator().manual_seed(0))
+    pairs = top_eigenpairs(matrix.to(device), k, tol=1e-9, generator=torch.Generator().manual_seed(0))
+    assert pairs.vectors.device.type == device.type and pairs.values.device.type == "cpu"
     _check_pairs(pairs, matrix, expected, k, 1e-9)
     assert pairs.verified
 
@@ -47,8 +52,8 @@ def test_no_ghost_copies_however_long_the_krylov_basis(max_basis):
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)
-def test_top_k_of_model_hessians_match_the_dense_oracle(case):
-    operator = case.operator()
+def test_top_k_of_model_hessians_match_the_dense_oracle(case, device):
+    operator = case.operator(device=device)
     exact = dense_hessian(case.model(), cross_entropy, case.batches())
     expected = torch.linalg.eigvalsh(exact).flip(0)
     pairs = top_eigenpairs(operator, 4, tol=1e-8)
@@ -63,6 +68,16 @@ def test_unconverged_pairs_are_reported_not_hidden():
     true_residuals = (matrix @ pairs.vectors - pairs.vectors * pairs.values).norm(dim=0)
     for converged, residual, value in zip(pairs.converged, true_residuals, pairs.values):
         assert converged == bool(residual <= 1e-12 * abs(value) * 1.0001)
+
+
+def test_every_device_draws_the_same_start_vectors_and_takes_the_same_steps(device):
+    matrix, _ = symmetric_with_spectrum(QUADRATIC_SPECTRA["outliers"])
+    on_cpu = top_eigenpairs(matrix, 5, tol=1e-8, generator=torch.Generator().manual_seed(3))
+    on_device = top_eigenpairs(matrix.to(device), 5, tol=1e-8, generator=torch.Generator().manual_seed(3))
+    assert on_device.num_matvecs == on_cpu.num_matvecs and on_device.converged == on_cpu.converged
+    torch.testing.assert_close(on_device.values, on_cpu.values, rtol=1e-10, atol=0)
+    alignment = (on_device.vectors.cpu() * on_cpu.vectors).sum(dim=0).abs()  # up to sign: rounding may flip one
+    torch.testing.assert_close(alignment, torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-9)
 
 
 def test_same_seed_same_result_and_ratio():

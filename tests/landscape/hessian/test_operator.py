@@ -1,4 +1,5 @@
-"""HessianOperator: equals the dense Hessian of the mean loss (count-weighted batches); never touches the model."""
+"""HessianOperator: equals the dense Hessian of the mean loss (count-weighted batches) on every device; never touches
+the model; no mixed precision; on a GPU, no host read inside a product."""
 
 from __future__ import annotations
 
@@ -20,13 +21,43 @@ from tests.landscape.hessian.cases import MODEL_CASES, MODEL_IDS, single_threade
 @pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
 @pytest.mark.parametrize("method", ["fwd-rev", "double-backward"])
 @pytest.mark.parametrize("case", MODEL_CASES, ids=MODEL_IDS)
-def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph, matmat_method):
-    operator = case.operator(method=method, cache_graph=cache_graph, matmat_method=matmat_method)
+def test_matvec_and_matmat_equal_the_dense_hessian(case, method, cache_graph, matmat_method, device):
+    operator = case.operator(method=method, cache_graph=cache_graph, matmat_method=matmat_method, device=device)
     assert operator.cache_graph is cache_graph
-    exact = dense_hessian(case.model(), cross_entropy, case.batches())
+    exact = dense_hessian(case.model(), cross_entropy, case.batches())  # on the CPU
     V = torch.randn(operator.dim, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(operator.matmat(V), exact @ V, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(operator.matvec(V[:, 0]), exact @ V[:, 0], rtol=1e-10, atol=1e-12)
+    products = operator.matmat(V.to(device)), operator.matvec(V[:, 0].to(device))
+    assert all(p.device.type == device.type and p.dtype == torch.float64 for p in products)
+    torch.testing.assert_close(products[0].cpu(), exact @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(products[1].cpu(), exact @ V[:, 0], rtol=1e-10, atol=1e-12)
+
+
+def test_the_model_copy_and_the_data_live_on_the_device_and_the_callers_model_stays(device):
+    case = MODEL_CASES[1]
+    model, batches = case.model(), case.batches()  # on the CPU
+    before = copy.deepcopy(model.state_dict())
+    operator = HessianOperator(model, cross_entropy, batches, device=device)
+    assert operator.device.type == device.type
+    assert all(p.device.type == device.type for p in operator.model.parameters())
+    assert all(x.device.type == device.type and y.device.type == device.type for x, y in operator.batches)
+    assert all(p.device.type == device.type for p in operator.unflatten(torch.ones(operator.dim, dtype=torch.float64)).values())
+    assert all(p.device.type == "cpu" for p in model.parameters()) and all(x.device.type == "cpu" for x, _ in batches)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # default: the model's own device
+    assert HessianOperator(model.to(device), cross_entropy, batches).device.type == device.type
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
+def test_a_product_on_cuda_reads_nothing_back_to_the_host(cache_graph):
+    operator = MODEL_CASES[1].operator(device=torch.device("cuda"), cache_graph=cache_graph)
+    vector = torch.randn(operator.dim, dtype=torch.float64, device="cuda")
+    operator.matvec(vector)  # warm-up: kernel selection may synchronise once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        operator.matvec(vector)  # raises on any synchronising call (.item(), float(t), a host copy)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
@@ -95,17 +126,44 @@ def test_the_callers_model_is_unchanged():
     assert "fc.bias" not in operator.params  # frozen parameters are held fixed
 
 
-def test_float32_models_are_computed_in_float32_and_accumulated_in_float64():
+def test_float32_models_are_computed_in_float32_and_accumulated_in_float64(device):
+    # the same tolerance on CUDA: its products are full float32 too (TF32 off inside the operator)
     case = MODEL_CASES[0]
     model32 = case.model().float()
     batches32 = [(x.float(), y) for x, y in case.batches()]
-    operator = HessianOperator(model32, cross_entropy, batches32)
+    operator = HessianOperator(model32, cross_entropy, batches32, device=device)
     assert operator.dtype == torch.float32
     exact = dense_hessian(model32, cross_entropy, batches32)
     v = torch.randn(operator.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    result = operator.matvec(v)
+    result = operator.matvec(v.to(device))
     assert result.dtype == torch.float64
-    torch.testing.assert_close(result, exact @ v, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result.cpu(), exact @ v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cache_graph", [False, True], ids=["recomputed", "cached-graph"])
+def test_an_enclosing_autocast_does_not_reach_the_products(cache_graph, device):
+    case = MODEL_CASES[0]
+    model32 = case.model().float()
+    batches32 = [(x.float(), y) for x, y in case.batches()]
+    seen = []
+
+    def loss(outputs, targets):
+        seen.append(outputs.dtype)
+        return cross_entropy(outputs, targets)
+
+    v = torch.randn(sum(p.numel() for p in model32.parameters()), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    plain = HessianOperator(model32, loss, batches32, cache_graph=cache_graph, device=device).matvec(v.to(device))
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        mixed = HessianOperator(model32, loss, batches32, cache_graph=cache_graph, device=device).matvec(v.to(device))
+    assert set(seen) == {torch.float32}
+    torch.testing.assert_close(mixed, plain, rtol=1e-6, atol=1e-9)  # bfloat16 would be ~1e-2 off
+
+
+def test_half_precision_is_refused():
+    case = MODEL_CASES[0]
+    for model, dtype in ((case.model().half(), None), (case.model(), torch.bfloat16)):
+        with pytest.raises(ConfigError, match="half precision is not accurate enough"):
+            HessianOperator(model, cross_entropy, case.batches(), dtype=dtype)
 
 
 def test_train_mode_dropout_is_refused_as_non_deterministic():

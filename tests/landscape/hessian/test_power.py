@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -9,9 +11,10 @@ from landscape.hessian.power import power_iteration_eigenpairs
 from tests.landscape.hessian.cases import symmetric_with_spectrum, single_threaded  # noqa: F401 (autouse fixture)
 
 
-def test_finds_well_separated_top_eigenpairs_with_the_residual_rule():
+def test_finds_well_separated_top_eigenpairs_with_the_residual_rule(device):
     matrix, expected = symmetric_with_spectrum([10.0, 5.0, 2.0] + [0.01 * i for i in range(40)])
-    pairs = power_iteration_eigenpairs(matrix, 3, tol=1e-7, stop="residual", max_matvecs=3000)
+    pairs = power_iteration_eigenpairs(matrix.to(device), 3, tol=1e-7, stop="residual", max_matvecs=3000)
+    pairs = dataclasses.replace(pairs, vectors=pairs.vectors.cpu())
     torch.testing.assert_close(pairs.values, expected[:3], rtol=1e-9, atol=0)
     assert pairs.converged[0] and pairs.method == "power"
     true_residuals = (matrix @ pairs.vectors - pairs.vectors * pairs.values).norm(dim=0)
