@@ -14,7 +14,6 @@ A partial surface is finished only on the same kind of device (:mod:`landscape.s
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -180,9 +179,8 @@ def _evaluation_data(
 def _hessian_directions(
     model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, ndim: int, seed: int, device: torch.device
 ) -> Directions:
-    """Top Hessian eigenvectors of the train subset, computed on ``device`` (a private copy of the model), kept on the CPU."""
-    on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
-    eigenvalues, vectors = hessian_eigenvectors(on_device, inputs.to(device), labels.to(device), top_k=ndim, seed=seed)
+    """Top Hessian eigenvectors of the train subset, computed on ``device`` (the model is not moved), kept on the CPU."""
+    eigenvalues, vectors = hessian_eigenvectors(model, inputs, labels, top_k=ndim, seed=seed, device=device)
     info = {"eigenvalues": [float(v) for v in eigenvalues], "seed": seed, "normalization": "unit eigenvectors",
             "num_hessian_examples": int(labels.shape[0])}
     return directions_from_vectors(_params(model), [to_cpu(v) for v in vectors][:ndim], kind="hessian", info=info)

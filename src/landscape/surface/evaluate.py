@@ -9,14 +9,14 @@ the points, or ``torch.func.vmap`` over stacked parameters), and per-sample cros
 Everything lives on one device: the model copy, its buffers, the running sums; the data and the
 parameter sets are expected there (they are moved once if not). Nothing inside the batch loop waits for
 the device; the statistics of a pass come to the host in one transfer. On a GPU the evaluation runs in
-full float32 (:func:`ieee_float32`), so a surface agrees with the CPU's to float32 rounding.
+full float32 (:func:`fedtrain.device.ieee_float32`: no TF32), so a surface agrees with the CPU's to float32
+rounding.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,10 +26,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from fedtrain.batchnorm import cumulative_statistics, has_batchnorm, reset_statistics
+from fedtrain.device import ieee_float32
 from fedtrain.errors import ConfigError
 from landscape.settings import BN_MODES, EVALUATION_METHODS
 
-__all__ = ["PointStats", "Evaluator", "point_stats", "ieee_float32"]
+__all__ = ["PointStats", "Evaluator", "point_stats"]
 
 BnMode = Literal["eval", "recalibrate"]
 Method = Literal["loop", "vmap"]
@@ -84,27 +85,6 @@ class _Moments:
         if self.count < 2:
             return mean, torch.full_like(mean, float("nan"))
         return mean, (self.m2 / (self.count - 1) / self.count).sqrt()
-
-
-@contextlib.contextmanager
-def ieee_float32(device: torch.device) -> Iterator[None]:
-    """Full float32 matrix products and convolutions on a CUDA device (no TF32) inside the body; nothing on the CPU.
-
-    torch lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default on Ampere and later GPUs,
-    which moves a loss by ~1e-3 relative: more than the differences a surface is drawn to show near a
-    minimum. The previous setting is restored after. (Training, :mod:`fedtrain.run`, does the same.)
-    """
-    if device.type != "cuda":
-        yield
-        return
-    # The legacy flags, as fedtrain.run uses: with torch 2.9+'s new fp32_precision API in the same process,
-    # torch refuses to read the legacy flags at all.
-    saved_flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_flags
 
 
 class Evaluator:

@@ -14,11 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from fedtrain.device import device_record
+from fedtrain.device import device_record, ieee_float32
 from fedtrain.errors import ConfigError
 from fedtrain.models import build_model
 from landscape.surface.directions import directions_from_vectors, random_directions
-from landscape.surface.evaluate import ieee_float32
 from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
 from tests.landscape.surface.cases import mlp, params_of
 
