@@ -293,7 +293,8 @@ def surface_for_checkpoint(
 
     Args:
         checkpoint: the checkpoint at the centre (or the origin of a line or plane).
-        settings: how to sample the surface (grid, splits, samples, seed, BN mode, evaluation).
+        settings: how to sample the surface (grid, splits, samples, seed, BN mode, evaluation, device;
+            batch size and points per pass left open are the CPU defaults or chosen from free GPU memory).
         interpolate: the end checkpoint of a 1-D interpolation.
         plane: two more checkpoints spanning a plane with ``checkpoint``.
         data_dir: where to look for the dataset first (default: the checkpoint's).
@@ -301,8 +302,10 @@ def surface_for_checkpoint(
         resume: finish the partial surface at ``out`` (same request required).
 
     Returns:
-        The complete surface; metadata records checkpoints and sha256, model, dataset, seeds, BN mode,
-        samples, the grid request and (for lines and planes) the models' coordinates.
+        The complete surface (NumPy arrays, whatever the device); metadata records checkpoints and
+        sha256, model, dataset, seeds, BN mode, samples, the grid request (with the batch size and
+        points per pass in effect), ``pass_plan`` (how they were chosen), ``device_used``,
+        ``device_runs`` and (for lines and planes) the models' coordinates.
 
     Raises:
         ConfigError: ``interpolate`` with ``plane``, ``resume`` without a matching partial file (or on
