@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "ClientShard": "fedtrain.client",
     "ClientUpdate": "fedtrain.client",
     "client_update": "fedtrain.client",
-    "aggregate": "fedtrain.aggregate",
+    "aggregate": "fedtrain.aggregation",
     "ServerState": "fedtrain.server",
     "select_clients": "fedtrain.server",
     "server_update": "fedtrain.server",

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fedtrain._seeds import derived_generator
-from fedtrain.aggregate import aggregate
+from fedtrain.aggregation import aggregate
 from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, client_update
 from fedtrain.config import TrainConfig
 from fedtrain.server import ServerState, select_clients, server_update

@@ -71,7 +71,7 @@ def server_update(
 
     Args:
         state: the server state before the round.
-        mean_delta: :func:`fedtrain.aggregate.aggregate` of the round's updates.
+        mean_delta: :func:`fedtrain.aggregation.aggregate` of the round's updates.
         server_lr: the server learning rate :math:`\\eta_s`.
         server_momentum: the server momentum :math:`\\beta`.
 

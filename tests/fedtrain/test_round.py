@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fedtrain._seeds import derived_generator
-from fedtrain.aggregate import aggregate
+from fedtrain.aggregation import aggregate
 from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, client_update
 from fedtrain.config import TrainConfig
 from fedtrain.models import build_model

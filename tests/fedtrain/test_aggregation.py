@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fedtrain.aggregate import aggregate
+from fedtrain.aggregation import aggregate
 from fedtrain.client import ClientUpdate
 from fedtrain.errors import ConfigError
 
