@@ -11,7 +11,10 @@ _EXPORTS: dict[str, str] = {
     "DATASETS": "fedtrain.config",
     "ImageDataset": "fedtrain.data",
     "load_dataset": "fedtrain.data",
+    "Normalize": "fedtrain.data",
     "augment_batch": "fedtrain.data",
+    "augmentation_draws": "fedtrain.data",
+    "apply_augmentation": "fedtrain.data",
     "evaluation_tensors": "fedtrain.data",
     # models
     "MODELS": "fedtrain.models",
