@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from fedtrain._numerics import run_numerics
 from fedtrain.checkpoint import load_checkpoint
 from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.io import read_json
-from fedtrain._numerics import ieee_float32
 from fedtrain.run import TIMING_FIELDS, train
 from tests.conftest import write_cifar
 
@@ -117,17 +117,20 @@ def test_deterministic_changes_no_cpu_number_and_restores_the_global_setting(tmp
     assert metrics_without_timing(tmp_path / "plain") == metrics_without_timing(tmp_path / "strict")
 
 
-def test_ieee_float32_turns_tf32_off_and_restores_either_kind_of_setting():
-    backends = torch.backends
+def test_a_runs_float32_scope_turns_tf32_off_on_cuda_and_restores_either_kind_of_setting():
+    # Only torch's flags are touched (no CUDA call), so this runs on any machine.
+    backends, cuda = torch.backends, torch.device("cuda")
     before = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
-    with ieee_float32():
+    with run_numerics(torch.device("cpu"), deterministic=False):
+        assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == before
+    with run_numerics(cuda, deterministic=False):
         assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == (False, False)
     assert (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32) == before
     handles = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
     legacy = [h.fp32_precision for h in handles]
     try:
         backends.cudnn.conv.fp32_precision, backends.cudnn.rnn.fp32_precision = "tf32", "ieee"  # the newer settings, mixed
-        with ieee_float32():
+        with run_numerics(cuda, deterministic=False):
             assert [h.fp32_precision for h in handles] == ["ieee"] * 3
         assert [h.fp32_precision for h in handles][1:] == ["tf32", "ieee"]
     finally:
