@@ -1,35 +1,61 @@
-"""Benchmark: fedlandscape's Hessian engine vs PyHessian 0.1 and hessian-eigenthings 1.0.0a5, in one process.
+"""Benchmark: fedlandscape's Hessian engine vs PyHessian 0.1 and hessian-eigenthings 1.0.0a5, on a device, in one process.
 
-Same model (the paper's CNN on Fashion-MNIST, briefly trained with seeded SGD so the spectrum has
-its outliers), same data subset, same seed. For top-1 and top-5 it prints wall time, products and
-the relative error against a tightly converged reference (our Lanczos at tol 1e-8, verified); the
-cost of one HVP relative to one gradient; and, on a small MLP with an exact dense Hessian, the
-trace error of Hutchinson vs Hutch++ at equal product budgets. Not a test: a fast but wrong
-result shows up in the error column.
+Same model (the paper's CNN, briefly trained on the CPU with seeded SGD so that the spectrum has its
+outliers and every device analyses the same weights), same data subset (moved to the device once),
+same seed. Every engine runs in full float32 on the device (no autocast, no TF32: the engine's
+``full_precision``, PyHessian and hessian-eigenthings inside the same scope); on CUDA every timing is
+bracketed by ``torch.cuda.synchronize``, PyHessian is built with ``cuda=True``. Times include
+building each engine's operator (our graph cache and determinism check, PyHessian's first
+backward). Sections (``--sections``):
 
-    .venv/bin/python bench/bench_hessian.py                      # 256 and 2048 samples (tens of minutes on 2 cores)
-    .venv/bin/python bench/bench_hessian.py --samples 256 --train-steps 100   # a few minutes
+* ``eigen``: top-1 and top-5: wall time, products and the relative error against a tightly converged
+  reference (our Lanczos with float64 products and bases, tol 1e-9, verified); the speed-up against
+  PyHessian's fastest run within 1e-3 of the reference (goal: >= 3x for top-5); the cost of one
+  product relative to one gradient (goal: <= 2.5).
+* ``precision``: the Krylov basis in float64 (the engine) vs in float32 with every reduction
+  accumulated in float64 (a variant defined here, for this measurement only): top-5 accuracy
+  against the same reference, orthogonality of the eigenvectors, time, and the basis work per step.
+* ``trace``: Hutchinson vs Hutch++ at equal budgets on a small MLP with an exact dense Hessian.
+
+Not a test: a fast but wrong result shows up in the error column.
+
+    .venv/bin/python bench/bench_hessian.py --device cpu --samples 256 --train-steps 100       # a few minutes on 2 cores
+    .venv/bin/python bench/bench_hessian.py --device cpu --samples 256 2048 --sections precision
+    python bench/cifar_shaped.py --out runs/cifar-shaped
+    python bench/bench_hessian.py --device cuda --dataset cifar10 --data-dir runs/cifar-shaped --samples 2048   # the GPU measurement
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import copy
+import importlib
+import os
+import shlex
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from fedtrain.data import evaluation_tensors, load_dataset
+from fedtrain.device import device_record, resolve_device, synchronize
 from fedtrain.io import atomic_write_text
 from fedtrain.models import build_model
-from landscape.hessian.exact import dense_hessian
+from landscape.hessian import lanczos as lanczos_module
 from landscape.hessian.analysis import cross_entropy
+from landscape.hessian.exact import dense_hessian
+from landscape.hessian.hvp import full_precision, make_hvp
+from landscape.hessian.krylov import LanczosBasis, orthogonalize
 from landscape.hessian.lanczos import top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
-from landscape.hessian.peers import counting_hvps, eigenthings_operator
+from landscape.hessian.peers import counting_hvps, eigenthings_operator, peer_scope
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
+
+GOAL_SPEEDUP, GOAL_HVP_RATIO, ACCURATE = 3.0, 2.5, 1e-3
 
 
 def emit(lines: list[str], line: str) -> None:
@@ -38,8 +64,22 @@ def emit(lines: list[str], line: str) -> None:
     print(line, flush=True)
 
 
+def timed(fn, device: torch.device = torch.device("cpu")):
+    """``(fn(), seconds)``, the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def median_time(fn, device: torch.device, repeats: int = 5) -> float:
+    fn()  # warm-up (kernel selection, caches)
+    return sorted(timed(fn, device)[1] for _ in range(repeats))[repeats // 2]
+
+
 def train_cnn(dataset, steps: int, seed: int) -> torch.nn.Module:
-    """The paper's CNN after ``steps`` seeded SGD steps (batch 64, lr 0.05, momentum 0.9)."""
+    """The paper's CNN after ``steps`` seeded SGD steps on the CPU (batch 64, lr 0.05, momentum 0.9)."""
     model = build_model("cnn", input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
     images, labels = dataset.split("train")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -59,29 +99,53 @@ def relative_error(values, reference) -> float:
     return float(((values - reference).abs() / reference.abs()).max())
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+class Problem:
+    """One data subset on the device: the batches, the float32 operator factory and the float64 reference."""
+
+    def __init__(self, model, dataset, num_examples: int, batch_size: int, seed: int, device: torch.device) -> None:
+        inputs, labels = evaluation_tensors(dataset, "train", num_examples, seed)
+        self.inputs, self.labels = inputs.to(device), labels.to(device)
+        self.model, self.batch_size, self.seed, self.device = model, batch_size, seed, device
+        self.batches = split_batches(self.inputs, self.labels, batch_size)
+        exact = self.operator(dtype=torch.float64)  # float32 products cannot resolve residuals below ~1e-6
+        self.reference = top_eigenpairs(exact, 5, tol=1e-9, max_matvecs=400, generator=torch.Generator().manual_seed(seed + 99))
+        self.ref = self.reference.values.tolist()
+        self.dim = exact.dim
+        del exact
+
+    def operator(self, **kwargs) -> HessianOperator:
+        return HessianOperator(self.model, cross_entropy, self.batches, device=self.device, **kwargs)
+
+    def describe(self) -> str:
+        batches = "one batch" if len(self.batches) == 1 else f"batches of {self.batch_size}"
+        return f"{len(self.labels)} samples ({batches}), {self.dim:,} parameters"
+
+    def reference_line(self) -> str:
+        r = self.reference
+        return (f"reference (our Lanczos, float64 products and bases, tol 1e-9, {r.num_matvecs} HVPs, converged "
+                f"{all(r.converged)}, verified {r.verified}): " + ", ".join(f"{v:.5f}" for v in self.ref))
 
 
-def run_pyhessian(model, inputs, labels, k, seed, tol=1e-3):
-    import copy
-    import importlib
-    import warnings
+def run_ours(problem: Problem, k: int, tol: float) -> tuple:
+    pairs, seconds = timed(lambda: top_eigenpairs(problem.operator(), k, tol=tol, generator=torch.Generator().manual_seed(problem.seed)),
+                           problem.device)
+    return pairs.values.tolist(), pairs.num_matvecs, seconds, all(pairs.converged)
 
+
+def run_pyhessian(problem: Problem, k: int, tol: float) -> tuple:
     ph = importlib.import_module("pyhessian.hessian")  # the module (the package rebinds the name to the class)
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    device, criterion = problem.device, torch.nn.CrossEntropyLoss()
+    with peer_scope(device, problem.seed), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.manual_seed(seed)
+        model = copy.deepcopy(problem.model).to(device)
+        synchronize(device)
         start = time.perf_counter()
-        if len(labels) <= 256:
-            engine = ph.hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(inputs, labels), cuda=False)
-        else:  # PyHessian's full-dataset mode: a DataLoader of batches of 256, as its README does for large sets
-            loader = [(inputs[i : i + 256], labels[i : i + 256]) for i in range(0, len(labels), 256)]
-            engine = ph.hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), dataloader=loader, cuda=False)
+        if len(problem.batches) == 1:
+            engine = ph.hessian(model, criterion, data=problem.batches[0], cuda=device.type == "cuda")
+        else:  # PyHessian's full-dataset mode: a loader of batches, as its README does for large sets
+            engine = ph.hessian(model, criterion, dataloader=problem.batches, cuda=device.type == "cuda")
         full_products = [0]
-        if len(labels) > 256:  # one dataloader_hv_product per vector (it calls hessian_vector_product per batch)
+        if len(problem.batches) > 1:  # one dataloader_hv_product per vector (it calls hessian_vector_product per batch)
             per_dataset = engine.dataloader_hv_product
 
             def counted(v):
@@ -91,93 +155,209 @@ def run_pyhessian(model, inputs, labels, k, seed, tol=1e-3):
             engine.dataloader_hv_product = counted
         with counting_hvps(ph, "hessian_vector_product") as counter:
             values, _ = engine.eigenvalues(maxIter=200, tol=tol, top_n=k)
+        synchronize(device)
         seconds = time.perf_counter() - start
-    return sorted((float(v) for v in values), reverse=True), full_products[0] or counter[0], seconds
+    return sorted((float(v) for v in values), reverse=True), full_products[0] or counter[0], seconds, None
 
 
-def run_eigenthings(model, inputs, labels, k, seed, max_iter=None):
+def run_eigenthings(problem: Problem, k: int, max_iter: int | None) -> tuple:
     import hessian_eigenthings as he
 
-    operator = eigenthings_operator(model, inputs, labels, batch_size=len(labels))
-    start = time.perf_counter()
-    result = he.lanczos(operator, k=k, max_iter=max_iter, tol=1e-3, which="LA", seed=seed)
-    seconds = time.perf_counter() - start
-    order = torch.argsort(result.eigenvalues, descending=True)
+    with full_precision(problem.device):
+        operator = eigenthings_operator(problem.model, problem.inputs, problem.labels, batch_size=len(problem.labels),
+                                        device=problem.device)
+        result, seconds = timed(lambda: he.lanczos(operator, k=k, max_iter=max_iter, tol=1e-3, which="LA", seed=problem.seed),
+                                problem.device)
+    order = torch.argsort(result.eigenvalues.cpu(), descending=True)
     steps = max_iter if max_iter is not None else min(2 * k, operator.size - 1)
-    return result.eigenvalues[order].double().tolist(), steps, seconds, result.converged[order].tolist()
+    return result.eigenvalues.cpu()[order].double().tolist(), steps, seconds, all(result.converged.cpu()[order].tolist())
 
 
-def hvp_vs_gradient(operator: HessianOperator, repeats: int = 5) -> tuple[float, float, float]:
-    """Median seconds of one gradient, one fwd-rev HVP and one double-backward HVP on the operator's data."""
+def product_costs(problem: Problem) -> dict[str, float]:
+    """Median seconds of one gradient and of one product: on one batch per method, and over all the data."""
     from torch.func import functional_call, grad
 
-    from landscape.hessian.hvp import make_hvp
-
-    batch = operator.batches[0]
-    params = operator.params
+    operator, device = problem.operator(), problem.device
+    params, batch = operator.params, operator.batches[0]
     tangent = operator.unflatten(torch.randn(operator.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
-    gradient = grad(lambda p: cross_entropy(functional_call(operator.model, p, (batch[0],)), batch[1]))
+    gradient = grad(lambda p, x, y: cross_entropy(functional_call(operator.model, p, (x,)), y))
     fwd_rev = make_hvp(operator.model, cross_entropy, method="fwd-rev")
     double_backward = make_hvp(operator.model, cross_entropy, method="double-backward")
+    vector = torch.randn(operator.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
 
-    def median_time(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            _, seconds = timed(fn)
-            times.append(seconds)
-        return sorted(times)[len(times) // 2]
+    def full_gradient():
+        with full_precision(device):
+            return [gradient(params, x, y) for x, y in operator.batches]
 
-    return (median_time(lambda: gradient(params)), median_time(lambda: fwd_rev(params, batch, tangent)),
-            median_time(lambda: double_backward(params, batch, tangent)))
+    with full_precision(device):
+        return {
+            "gradient": median_time(lambda: gradient(params, *batch), device),
+            "fwd-rev": median_time(lambda: fwd_rev(params, batch, tangent), device),
+            "double-backward": median_time(lambda: double_backward(params, batch, tangent), device),
+            "full gradient": median_time(full_gradient, device),
+            "operator matvec": median_time(lambda: operator.matvec(vector), device),
+            "cached": operator.cache_graph,
+        }
 
 
-def bench_eigen(model, dataset, num_examples: int, seed: int, lines: list[str]) -> None:
-    inputs, labels = evaluation_tensors(dataset, "train", num_examples, seed)
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, 256))
-    # The reference is computed in float64 (float32 products cannot resolve residuals below ~1e-6).
-    exact_operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, 256), dtype=torch.float64)
-    reference = top_eigenpairs(exact_operator, 5, tol=1e-9, max_matvecs=400, generator=torch.Generator().manual_seed(seed + 99))
-    ref = reference.values.tolist()
-    emit(lines, f"\n## paper CNN, Fashion-MNIST train subset of {num_examples} (batches of 256), {operator.dim:,} parameters")
-    emit(lines, f"reference (our Lanczos in float64, tol 1e-9, {reference.num_matvecs} HVPs, converged {all(reference.converged)}, "
-                 f"verified {reference.verified}): " + ", ".join(f"{v:.5f}" for v in ref))
+def bench_eigen(problem: Problem, lines: list[str], eigenthings: bool) -> None:
     emit(lines, f"{'k':>2} {'engine':<34} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'speed-up vs pyhessian at <=1e-3':>22}")
     for k in (1, 5):
-        rows = []
-        for tol in (1e-2, 1e-3):
-            ours, ours_s = timed(lambda: top_eigenpairs(operator, k, tol=tol, generator=torch.Generator().manual_seed(seed)))
-            rows.append((f"fedlandscape lanczos tol {tol:g}", ours_s, ours.num_matvecs, relative_error(ours.values, ref),
-                         all(ours.converged)))
-        pyhessian_rows = []
-        for tol in (1e-3, 1e-4):
-            ph_values, ph_hvps, ph_s = run_pyhessian(model, inputs, labels, k, seed, tol)
-            pyhessian_rows.append((f"pyhessian power iter tol {tol:g}", ph_s, ph_hvps, relative_error(ph_values, ref), None))
+        rows = [(f"fedlandscape lanczos tol {tol:g}", *run_ours(problem, k, tol)) for tol in (1e-2, 1e-3)]
+        pyhessian_rows = [(f"pyhessian power iter tol {tol:g}", *run_pyhessian(problem, k, tol)) for tol in (1e-3, 1e-4)]
         rows += pyhessian_rows
-        for max_iter in (None, 60):
-            values, steps, seconds, flags = run_eigenthings(model, inputs, labels, k, seed, max_iter)
-            rows.append((f"eigenthings lanczos max_iter={max_iter or 'default'}", seconds, steps, relative_error(values, ref), all(flags)))
+        for max_iter in ((None, 60) if eigenthings else ()):
+            name, (values, steps, seconds, flag) = f"eigenthings lanczos max_iter={max_iter or 'default'}", run_eigenthings(problem, k, max_iter)
             if k == 5:
-                rows[-1] = (rows[-1][0] + " [" + ", ".join(f"{v:.4f}" for v in values) + "]",) + rows[-1][1:]
+                name += " [" + ", ".join(f"{v:.4f}" for v in values) + "]"
+            rows.append((name, values, steps, seconds, flag))
+        errors = {row[0]: relative_error(row[1], problem.ref) for row in rows}
         # Speed-ups are against PyHessian's fastest run within 1e-3 of the reference (its tightest run if none is).
-        accurate = [r for r in pyhessian_rows if r[3] <= 1e-3] or pyhessian_rows[-1:]
-        baseline = min(r[1] for r in accurate)
-        for name, seconds, hvps, error, flag in rows:
+        accurate = [r for r in pyhessian_rows if errors[r[0]] <= ACCURATE]
+        baseline = min(r[3] for r in (accurate or pyhessian_rows[-1:]))
+        for name, _, hvps, seconds, flag in rows:
             flag_text = "" if flag is None else f" (flagged converged: {flag})"
-            emit(lines, f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {error:11.2e} {baseline / seconds:21.1f}x{flag_text}")
-    gradient_s, fwd_rev_s, double_backward_s = hvp_vs_gradient(operator)
-    emit(lines, f"one gradient {gradient_s * 1e3:.0f} ms; one HVP fwd-rev {fwd_rev_s * 1e3:.0f} ms "
-                 f"({fwd_rev_s / gradient_s:.2f}x gradient), double backward {double_backward_s * 1e3:.0f} ms "
-                 f"({double_backward_s / gradient_s:.2f}x gradient)")
+            emit(lines, f"{k:>2} {name:<34} {seconds:8.2f} {hvps:5d} {errors[name]:11.2e} {baseline / seconds:21.1f}x{flag_text}")
+        ours = [r for r in rows if r[0].startswith("fedlandscape") and errors[r[0]] <= ACCURATE]
+        fastest = min(ours, key=lambda r: r[3]) if ours else None
+        verdict = (f"{baseline / fastest[3]:.1f}x" if fastest else "n/a (no run of ours within 1e-3)")
+        pyhessian_note = "" if accurate else " (no PyHessian run within 1e-3: against its tightest)"
+        goal = f" (goal >= {GOAL_SPEEDUP:g}x)" if k == 5 else ""
+        emit(lines, f"=> top-{k} at <= {ACCURATE:g} relative error: fedlandscape vs PyHessian {verdict}{goal}{pyhessian_note}")
+    costs = product_costs(problem)
+    how = "cached first-order graph: one backward pass" if costs["cached"] else "forward-over-reverse"
+    emit(lines, f"one batch: gradient {costs['gradient'] * 1e3:.1f} ms; HVP fwd-rev {costs['fwd-rev'] * 1e3:.1f} ms "
+                f"({costs['fwd-rev'] / costs['gradient']:.2f}x), double backward {costs['double-backward'] * 1e3:.1f} ms "
+                f"({costs['double-backward'] / costs['gradient']:.2f}x)")
+    ratio = costs["operator matvec"] / costs["full gradient"]
+    emit(lines, f"=> all {len(problem.labels)} samples: one operator product ({how}) {costs['operator matvec'] * 1e3:.1f} ms / "
+                f"one gradient {costs['full gradient'] * 1e3:.1f} ms = {ratio:.2f} (goal <= {GOAL_HVP_RATIO:g})")
 
 
-def bench_trace(lines: list[str], seeds: int) -> None:
+class Float32ReductionsBasis(LanczosBasis):
+    """Measurement only: a Lanczos basis ``Q`` and products ``W`` stored in float32, every reduction in float64.
+
+    Dot products, norms and the projections ``Q^T v`` are accumulated in float64 (``Q`` upcast in
+    row chunks, never whole); the updates ``v - Q c`` are float32. Same recurrence, restarts and
+    random draws as :class:`~landscape.hessian.krylov.LanczosBasis` (whose ``T`` and Ritz values it
+    keeps); the locked vectors stay float64 (``top_eigenpairs`` keeps them).
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, operator, start, capacity, generator, *, locked=None, store_products=True) -> None:
+        dim, self.operator, self.device, self.generator = operator.dim, operator, operator.device, generator
+        self.locked = locked if locked is not None else torch.zeros(dim, 0, dtype=torch.float64, device=self.device)
+        self.capacity = capacity
+        self.q = torch.zeros(dim, capacity, dtype=torch.float32, device=self.device)
+        self.w = torch.zeros(dim, capacity, dtype=torch.float32, device=self.device) if store_products else None
+        self.alphas, self.betas, self.size, self.num_matvecs = [], [], 0, 0
+        start = self.orthogonalize(start.to(device=self.device, dtype=torch.float32), self.q[:, :0])
+        self.q[:, 0] = start / self.norm(start)
+
+    def _rows(self) -> range:
+        return range(0, self.q.shape[0], self.CHUNK)
+
+    def project(self, basis: Tensor, vector: Tensor) -> Tensor:
+        """``basis^T vector`` accumulated in float64."""
+        out = torch.zeros(basis.shape[1], dtype=torch.float64, device=self.device)
+        for i in self._rows():
+            out += basis[i : i + self.CHUNK].double().T @ vector[i : i + self.CHUNK].double()
+        return out
+
+    def norm(self, vector: Tensor) -> Tensor:
+        return self.project(vector[:, None], vector)[0].sqrt()
+
+    def orthogonalize(self, vector: Tensor, columns: Tensor) -> Tensor:
+        """``vector`` (float32) without its components along the locked vectors and ``columns``, twice."""
+        for _ in range(2):
+            for basis in (self.locked, columns):
+                if basis.shape[1]:
+                    vector = vector - (basis @ self.project(basis, vector).to(basis.dtype)).float()
+        return vector
+
+    def step(self) -> None:
+        j = self.size
+        q = self.q[:, j]
+        product = self.operator.matvec(q.double())
+        self.num_matvecs += 1
+        if self.w is not None:
+            self.w[:, j] = product.float()
+        alpha = float(self.project(q[:, None], product)[0])
+        residual = self.orthogonalize(product.float(), self.q[:, : j + 1])
+        beta = float(self.norm(residual))
+        self.alphas.append(alpha)
+        self.size += 1
+        if self.full:
+            self.betas.append(beta)
+            return
+        if beta <= 1e-10 * (max(abs(a) for a in self.alphas) or 1.0):  # breakdown: a random restart, as the engine
+            self.betas.append(0.0)
+            if self.operator.dim - self.locked.shape[1] - self.size <= 0:
+                self.capacity = self.size
+                return
+            drawn = torch.randn(self.operator.dim, generator=self.generator, dtype=torch.float64).to(self.device)
+            residual = self.orthogonalize(drawn.float(), self.q[:, : self.size])
+            residual = residual / self.norm(residual)
+        else:
+            self.betas.append(beta)
+            residual = residual / beta
+        self.q[:, j + 1] = residual
+
+    def ritz_vectors(self, coefficients: Tensor) -> Tensor:
+        c = coefficients.to(self.device)
+        return torch.cat([self.q[i : i + self.CHUNK, : self.size].double() @ c for i in self._rows()])
+
+    def true_residuals(self, values: Tensor, coefficients: Tensor) -> Tensor:
+        c, values = coefficients.to(self.device), values.to(self.device)
+        squares = torch.zeros(c.shape[1], dtype=torch.float64, device=self.device)
+        for i in self._rows():
+            rows = slice(i, i + self.CHUNK)
+            diff = self.w[rows, : self.size].double() @ c - (self.q[rows, : self.size].double() @ c) * values
+            squares += (diff**2).sum(dim=0)
+        return squares.sqrt().cpu()
+
+
+@contextlib.contextmanager
+def krylov_basis(cls):
+    """Run the eigensolver with another basis class (for the precision measurement only)."""
+    saved = lanczos_module.LanczosBasis
+    lanczos_module.LanczosBasis = cls
+    try:
+        yield
+    finally:
+        lanczos_module.LanczosBasis = saved
+
+
+def bench_precision(problem: Problem, lines: list[str], tols: tuple[float, ...] = (1e-3, 1e-5)) -> None:
+    emit(lines, f"{'basis':<40} {'tol':>6} {'seconds':>8} {'HVPs':>5} {'max rel err':>11} {'max|VtV-I|':>10} {'converged':>9}")
+    for tol in tols:
+        for name, cls in (("float64 (the engine)", LanczosBasis), ("float32, float64 reductions", Float32ReductionsBasis)):
+            with krylov_basis(cls):
+                pairs, seconds = timed(lambda: top_eigenpairs(problem.operator(), 5, tol=tol,
+                                                              generator=torch.Generator().manual_seed(problem.seed)), problem.device)
+            vectors = pairs.vectors.double()
+            gram = (vectors.T @ vectors - torch.eye(vectors.shape[1], dtype=torch.float64, device=vectors.device)).abs().max()
+            emit(lines, f"{name:<40} {tol:6.0e} {seconds:8.2f} {pairs.num_matvecs:5d} {relative_error(pairs.values, problem.ref):11.2e} "
+                        f"{float(gram):10.1e} {str(all(pairs.converged)):>9}")
+    operator = problem.operator()
+    vector = torch.randn(operator.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(problem.device)
+    product = median_time(lambda: operator.matvec(vector), problem.device, repeats=3)
+    basis64 = torch.linalg.qr(torch.randn(operator.dim, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64))[0].to(problem.device)
+    variant = Float32ReductionsBasis(operator, vector, 1, torch.Generator())
+    basis32 = basis64.float()
+    t64 = median_time(lambda: orthogonalize(vector, basis64), problem.device)
+    t32 = median_time(lambda: variant.orthogonalize(vector.float(), basis32), problem.device)
+    emit(lines, f"basis work of one step at 50 columns (twice-orthogonalised): float64 {t64 * 1e3:.1f} ms, float32 with float64 "
+                f"reductions {t32 * 1e3:.1f} ms; one product {product * 1e3:.1f} ms")
+
+
+def bench_trace(lines: list[str], seeds: int, device: torch.device) -> None:
     model = build_model("mlp", input_shape=(1, 16, 16), num_classes=10, hidden=(8,), seed=0).double()
-    dataset = load_dataset("synthetic")
-    inputs, labels = evaluation_tensors(dataset, "train", 600, 0)
+    inputs, labels = evaluation_tensors(load_dataset("synthetic"), "train", 600, 0)
     batches = split_batches(inputs.double(), labels, 300)
     exact = float(torch.trace(dense_hessian(model, cross_entropy, batches)))
-    operator = HessianOperator(model, cross_entropy, batches)
+    operator = HessianOperator(model, cross_entropy, batches, device=device)
     emit(lines, f"\n## trace, MLP 256-8-10 on synthetic (600 samples, {operator.dim:,} parameters), exact trace {exact:.4f}")
     emit(lines, f"mean |relative error| over {seeds} seeds at equal product budgets")
     emit(lines, f"{'HVPs':>5} {'hutchinson':>11} {'hutch++':>9}")
@@ -189,24 +369,55 @@ def bench_trace(lines: list[str], seeds: int) -> None:
         emit(lines, f"{budget:5d} {errors['hutchinson']:11.2e} {errors['hutch++']:9.2e}")
 
 
+def _interpreter() -> str:
+    """The interpreter as typed from the repository root (``.venv/bin/python``), or its name."""
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") else Path(sys.executable).name
+
+
+def _load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the dataset is (CIFAR-10: see bench/cifar_shaped.py)")
     parser.add_argument("--samples", type=int, nargs="+", default=[256, 2048], help="data subset sizes")
-    parser.add_argument("--train-steps", type=int, default=300, help="seeded SGD steps before the analysis")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per product pass, both engines")
+    parser.add_argument("--train-steps", type=int, default=300, help="seeded SGD steps (CPU) before the analysis")
+    parser.add_argument("--sections", nargs="+", choices=["eigen", "precision", "trace"], default=["eigen", "trace"])
+    parser.add_argument("--eigenthings", action=argparse.BooleanOptionalAction, default=True, help="include hessian-eigenthings rows")
     parser.add_argument("--trace-seeds", type=int, default=20, help="seeds per trace budget")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "hessian.txt")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/hessian-<cpu|cuda>.txt")
     args = parser.parse_args()
-    lines = [f"# bench_hessian.py --samples {' '.join(map(str, args.samples))} --train-steps {args.train_steps} "
-             f"--seed {args.seed}; torch {torch.__version__}, {torch.get_num_threads()} threads"]
-    dataset = load_dataset("fashion-mnist")
+    device = resolve_device(args.device)
+    out = args.out or Path(__file__).parent / "results" / f"hessian-{device.type}.txt"
+    record = device_record(device)
+    lines = [f"# {shlex.join([_interpreter(), *sys.argv])}",
+             f"# device {record['device']} ({record['name']}), torch {record['torch']}, CUDA {record['cuda']}, "
+             f"{torch.get_num_threads()} CPU threads; full float32 products (no TF32, no autocast); {_load()} at the start"]
+    dataset = load_dataset(args.dataset, args.data_dir)
     model, seconds = timed(lambda: train_cnn(dataset, args.train_steps, args.seed))
-    lines.append(f"CNN trained {args.train_steps} SGD steps in {seconds:.0f} s")
+    lines.append(f"CNN trained {args.train_steps} SGD steps on the CPU in {seconds:.0f} s ({args.dataset}, input {tuple(dataset.input_shape)})")
     print("\n".join(lines), flush=True)
-    for num_examples in args.samples:
-        bench_eigen(model, dataset, num_examples, args.seed, lines)
-    bench_trace(lines, args.trace_seeds)
-    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    for num_examples in args.samples if {"eigen", "precision"} & set(args.sections) else ():
+        problem = Problem(model, dataset, num_examples, args.batch_size, args.seed, device)
+        emit(lines, f"\n## paper CNN, {args.dataset} train subset of {problem.describe()}, on {device}")
+        emit(lines, problem.reference_line())
+        if "eigen" in args.sections:
+            bench_eigen(problem, lines, args.eigenthings)
+        if "precision" in args.sections:
+            emit(lines, "precision of the Krylov basis (top-5; float32 products in both):")
+            bench_precision(problem, lines)
+        del problem
+    if "trace" in args.sections:
+        bench_trace(lines, args.trace_seeds, device)
+    emit(lines, f"\n# {_load()} at the end (other jobs on the machine slow every timing alike; errors are unaffected)")
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":
