@@ -55,7 +55,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def device_record(device: torch.device) -> dict[str, Any]:
     """What a result records about where it was computed: device, its model, torch and CUDA versions."""
-    record: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+    record: dict[str, Any] = {"device": str(device), "torch": str(torch.__version__), "cuda": torch.version.cuda,
                               "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     if device.type == "cuda":
         record["name"] = torch.cuda.get_device_name(device)
