@@ -36,9 +36,9 @@ test: setup
 
 # Benchmarks against the peers (minutes; not part of the tests). Outputs go to bench/results/.
 bench: setup
-	$(BIN)/python bench/bench_train.py --rounds 24
-	$(BIN)/python bench/bench_surface.py --samples 500 --steps 11 --repeats 2 | tee bench/results/surface.txt
-	$(BIN)/python bench/bench_hessian.py --samples 256
+	$(BIN)/python bench/bench_train.py --device cpu --rounds 24 --out bench/results/train-cpu.txt
+	$(BIN)/python bench/bench_surface.py --device cpu --samples 1000 --out bench/results/surface-cpu.txt
+	$(BIN)/python bench/bench_hessian.py --device cpu --samples 256
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -211,3 +211,15 @@ def test_a_plan_written_before_the_settings_records_is_still_continued(smoke, tm
     (copy / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(ConfigError, match="other settings"):
         reproduce("smoke", copy, seeds=1)
+
+
+def test_the_committed_quick_plan_still_asks_for_the_quick_preset():
+    from pathlib import Path
+
+    from landscape.report.reproduce import _same_plan
+
+    saved = json.loads((Path(__file__).parents[3] / "figures" / "plan.json").read_text())
+    assert "points_per_pass" not in saved["settings"]["surface"]  # written before the settings records
+    quick = {"preset": "quick", "seeds": 1, "settings": REPRODUCE_PRESETS["quick"].to_dict()}
+    assert _same_plan(saved, quick)
+    assert not _same_plan(saved, {**quick, "seeds": 2})
