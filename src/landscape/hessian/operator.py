@@ -129,7 +129,8 @@ class HessianOperator:
             per batch in one vectorised call, one pass); see :meth:`matmat`.
 
     Raises:
-        ConfigError: no batches, no trainable parameters, half-precision parameters, or unknown options.
+        ConfigError: no batches, no trainable parameters, half-precision parameters, unknown options, or
+            (with ``check_deterministic``) a product that is not finite.
         RuntimeError: the two products of the determinism check differ.
     """
 
@@ -286,6 +287,12 @@ class HessianOperator:
         generator = torch.Generator().manual_seed(0)
         probe = self.unflatten(torch.randn(self.dim, generator=generator, dtype=torch.float64))
         first = self.flatten(self.hvp(self.params, self.batches[0], probe))
+        if not bool(torch.isfinite(first).all()):
+            bad = [name for name, p in self.params.items() if not bool(torch.isfinite(p).all())]
+            cause = (f"the parameters {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} hold nan or inf" if bad
+                     else "the loss on the first batch is not finite")
+            raise ConfigError(f"The Hessian-vector product is not finite: {cause}. A Hessian needs a model whose loss is "
+                              "finite on the data: check the model (a diverged training run?) and the inputs.")
         second = self.flatten(self.hvp(self.params, self.batches[0], probe))
         scale = float(first.abs().max()) or 1.0
         if not torch.allclose(first, second, rtol=1e-4, atol=1e-6 * scale):

@@ -159,6 +159,18 @@ def test_an_enclosing_autocast_does_not_reach_the_products(cache_graph, device):
     torch.testing.assert_close(mixed, plain, rtol=1e-6, atol=1e-9)  # bfloat16 would be ~1e-2 off
 
 
+def test_a_model_with_nan_weights_is_refused_with_its_cause():
+    case = MODEL_CASES[0]
+    model = case.model()
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = float("nan")
+    with pytest.raises(ConfigError, match=r"not finite: the parameters net\.1\.weight hold nan or inf.*diverged"):
+        HessianOperator(model, cross_entropy, case.batches())
+    inputs, labels = case.batches()[0]
+    with pytest.raises(ConfigError, match="the loss on the first batch is not finite"):
+        HessianOperator(case.model(), cross_entropy, [(inputs * float("inf"), labels)])
+
+
 def test_half_precision_is_refused():
     case = MODEL_CASES[0]
     for model, dtype in ((case.model().half(), None), (case.model(), torch.bfloat16)):
