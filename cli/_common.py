@@ -47,3 +47,18 @@ def data_dir_option(func: F) -> F:
 def device_option(default: str | None = "auto", help: str = "Where to compute: auto (a GPU when there is one), cpu, cuda or cuda:N.") -> Callable[[F], F]:
     """``--device auto|cpu|cuda|cuda:N`` (checked by the library's settings records, which say what is wrong)."""
     return click.option("--device", default=default, show_default=default is not None, metavar="auto|cpu|cuda|cuda:N", help=help)
+
+
+def quiet_option(func: F) -> F:
+    """``--quiet``: no progress lines (results and errors are still printed)."""
+    return click.option("--quiet", "-q", is_flag=True, default=False,
+                        help="Print no progress (results still go to stdout or --out, errors to stderr).")(func)
+
+
+def progress_printer(quiet: bool) -> Any:
+    """The toolkit's progress callback for a command: a live line on a terminal, plain lines in a log, nothing with ``--quiet``."""
+    import sys
+
+    from fedtrain.progress import ProgressPrinter
+
+    return ProgressPrinter(sys.stderr, quiet=quiet)

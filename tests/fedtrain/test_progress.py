@@ -30,3 +30,93 @@ def test_plain_output_prints_evaluated_rounds_only():
 
 def test_format_duration():
     assert format_duration(75.3) == "1:15" and format_duration(3725) == "1:02:05"
+
+
+# --- the general Progress event and its printer ---------------------------------------------------------
+
+import pytest
+
+from fedtrain.progress import Progress, report
+
+
+class FakeClock:
+    """Seconds that advance only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def products(total: int = 10, seconds_each: float = 2.0, clock: FakeClock | None = None):
+    """A stage of ``total`` products, each taking ``seconds_each`` on ``clock``."""
+    for done in range(total + 1):
+        if clock is not None and done:
+            clock.now += seconds_each
+        yield Progress("hessian", done, total, "products", detail="lanczos", hint="--samples shortens it.")
+
+
+def test_plain_lines_at_start_every_interval_and_end_with_one_cost_estimate():
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=False, interval=5.0, estimate_after=3.0, clock=clock)
+    for event in products(clock=clock):
+        printer(event)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("hessian 0/10 products  lanczos")
+    estimates = [line for line in lines if "planned" in line]
+    # after 2 products (4 s >= 3 s) at 0.5 products/s: 20 s in all, 16 s to go, with the hint
+    assert estimates == ["hessian: 10 products planned; at 0.5 products/s about 0:20 in all (0:16 to go). --samples shortens it."]
+    counted = [line.split()[1] for line in lines if "planned" not in line]
+    assert counted == ["0/10", "3/10", "6/10", "9/10", "10/10"]  # a line every >= 5 s, and the last
+    assert lines[-1].endswith("elapsed 0:20  ETA 0:00") and "\r" not in out.getvalue()
+
+
+def test_terminal_shows_one_live_line_per_stage_with_elapsed_and_eta():
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=True, width=10, estimate_after=1e9, clock=clock)
+    for event in products(4, clock=clock):
+        printer(event)
+    printer(Progress("surface", 0, 2, "grid points"))
+    clock.now += 1.0
+    printer(Progress("surface", 1, 2, "grid points", detail="pass 1/1"))
+    text = out.getvalue()
+    assert text.count("\n") == 1  # the finished Hessian stage; the surface line is still live
+    assert "hessian [##########] 4/4 products  lanczos  0.50 products/s  elapsed 0:08  ETA 0:00" in text
+    assert text.endswith("surface [#####.....] 1/2 grid points  pass 1/1  1.00 grid points/s  elapsed 0:01  ETA 0:01\x1b[K")
+
+
+def test_estimate_goes_above_the_live_line_on_a_terminal():
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=True, estimate_after=3.0, clock=clock)
+    for event in products(clock=clock):
+        printer(event)
+        if event.done == 2:
+            break
+    assert "\r\x1b[Khessian: 10 products planned" in out.getvalue()
+
+
+def test_quiet_prints_nothing():
+    out = io.StringIO()
+    printer = ProgressPrinter(out, quiet=True)
+    for event in [*products(), *events()]:
+        printer(event)
+    assert out.getvalue() == ""
+
+
+def test_a_stage_restarting_from_zero_is_timed_afresh():
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=False, clock=clock)
+    for _ in range(2):
+        for event in products(2, seconds_each=10.0, clock=clock):
+            printer(event)
+    assert out.getvalue().splitlines()[-1].endswith("elapsed 0:20  ETA 0:00")
+
+
+def test_report_calls_only_a_listener_and_counts_are_checked():
+    seen: list[Progress] = []
+    report(None, Progress("x", 0, 1))
+    report(seen.append, Progress("x", 1, 1))
+    assert seen == [Progress("x", 1, 1)] and seen[0].finished
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Progress("x", -1, 1)
