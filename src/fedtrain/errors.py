@@ -21,3 +21,11 @@ class DataFormatError(LandscapeError, ValueError):
 
 class CheckpointError(LandscapeError, ValueError):
     """A checkpoint is missing, truncated, foreign or incompatible with the request."""
+
+
+class DirectoryBusyError(LandscapeError):
+    """Another process (or a holder that cannot be checked from here) writes the directory this command would write."""
+
+
+class OutputError(LandscapeError, OSError):
+    """The operating system refused a write (no space, permission, a path below a regular file); what existed is kept."""
