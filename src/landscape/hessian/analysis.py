@@ -27,13 +27,19 @@ from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.device import device_record, resolve_device, synchronize, to_cpu
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_bytes, json_roundtrip
+from fedtrain.progress import ProgressCallback
+from landscape.hessian.counted import ProductPlan
 from landscape.hessian.density import density_slq
-from landscape.hessian.lanczos import flatness_ratio, top_eigenpairs
+from landscape.hessian.lanczos import default_max_matvecs, flatness_ratio, top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 from landscape.settings import HessianSettings
 
-__all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint"]
+__all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products"]
+
+# Shown with the cost estimate of a long analysis: the settings that cut its products or their cost.
+SHORTER = ("Shorter: fewer --samples (each product is one pass over them), --density-probes/--density-steps "
+           "or --no-density, fewer --trace-matvecs or --no-trace, a smaller --top-k.")
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy, the training loss of every model in this toolkit."""
@@ -147,6 +153,7 @@ def analyze_model(
     settings: HessianSettings = HessianSettings(),
     *,
     keep_eigenvectors: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> HessianReport:
     """Top-k eigenpairs, trace and SLQ density of the mean cross-entropy Hessian on ``(inputs, labels)``.
 
@@ -163,6 +170,9 @@ def analyze_model(
         labels: class labels.
         settings: eigensolver, trace and density settings, batch size, seed and backend.
         keep_eigenvectors: fill ``report.eigenvectors`` (``fedlandscape`` backend only).
+        progress: called with a ``"hessian"`` :class:`~fedtrain.progress.Progress` in ``"products"`` before the
+            first and after every Hessian-vector product (planned: :func:`planned_products`; the eigensolver's
+            unused budget is dropped when it converges), ``fedlandscape`` backend only.
 
     Returns:
         :class:`HessianReport` (``config`` holds the analysis settings and ``num_examples = len(labels)``;
@@ -171,11 +181,28 @@ def analyze_model(
     Raises:
         ConfigError: a device this machine does not have.
     """
-    return _analyze(model, inputs, labels, settings, resolve_device(settings.device), keep_eigenvectors=keep_eigenvectors)
+    return _analyze(model, inputs, labels, settings, resolve_device(settings.device), keep_eigenvectors=keep_eigenvectors,
+                    progress=progress)
+
+
+def planned_products(settings: HessianSettings, dim: int | None = None) -> dict[str, int]:
+    """The product budget of each quantity of an analysis, in the order they run.
+
+    Eigenvalues: ``max_matvecs`` (default :func:`~landscape.hessian.lanczos.default_max_matvecs` of
+    ``top_k``, capped at ``dim`` when known), an upper bound, usually not all used; trace: ``trace_matvecs``;
+    density: ``density_probes * density_steps``. Each product is one pass over all samples.
+    """
+    top_k = settings.top_k if dim is None else min(settings.top_k, dim)
+    plan = {"eigenvalues": default_max_matvecs(top_k) if settings.max_matvecs is None else settings.max_matvecs}
+    if settings.trace:
+        plan["trace"] = settings.trace_matvecs
+    if settings.density:
+        plan["density"] = settings.density_probes * settings.density_steps
+    return plan
 
 
 def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings, device: torch.device, *,
-             keep_eigenvectors: bool) -> HessianReport:
+             keep_eigenvectors: bool, progress: ProgressCallback | None = None) -> HessianReport:
     """:func:`analyze_model` on a resolved ``device``."""
     config = _analysis_config(settings, int(len(labels)), device)
     if settings.backend == "pyhessian":
@@ -189,27 +216,31 @@ def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: Hessian
     seeds = settings.seeds
     hvps: dict[str, int] = {}
     seconds: dict[str, float] = {}
+    plan = ProductPlan(planned_products(settings, operator.dim), progress, SHORTER)
     start = time.perf_counter()
-    pairs = top_eigenpairs(operator, min(settings.top_k, operator.dim), tol=settings.tol, max_matvecs=settings.max_matvecs,
+    pairs = top_eigenpairs(plan.counted(operator, "eigenvalues"), min(settings.top_k, operator.dim), tol=settings.tol, max_matvecs=settings.max_matvecs,
                            generator=torch.Generator().manual_seed(seeds["lanczos"]))
     synchronize(device)  # timings of queued device work
     hvps["eigenvalues"], seconds["eigenvalues"] = pairs.num_matvecs, time.perf_counter() - start
+    plan.finish("eigenvalues", pairs.num_matvecs)
     trace_out = None
     if settings.trace:
         start = time.perf_counter()
         estimator = trace_hutchpp if settings.trace_method == "hutch++" else trace_hutchinson
-        estimate = estimator(operator, settings.trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
+        estimate = estimator(plan.counted(operator, "trace"), settings.trace_matvecs, generator=torch.Generator().manual_seed(seeds["trace"]))
         trace_out = estimate.to_dict()
         synchronize(device)
         hvps["trace"], seconds["trace"] = estimate.num_matvecs, time.perf_counter() - start
+        plan.finish("trace", estimate.num_matvecs)
     density_out = None
     if settings.density:
         start = time.perf_counter()
-        spectrum = density_slq(operator, num_probes=settings.density_probes, num_steps=settings.density_steps,
+        spectrum = density_slq(plan.counted(operator, "density"), num_probes=settings.density_probes, num_steps=settings.density_steps,
                                generator=torch.Generator().manual_seed(seeds["density"]))
         density_out = spectrum.to_dict()
         synchronize(device)
         hvps["density"], seconds["density"] = spectrum.num_matvecs, time.perf_counter() - start
+        plan.finish("density", spectrum.num_matvecs)
     hvps["total"] = sum(hvps.values())
     seconds["total"] = time.perf_counter() - start_all
     report = HessianReport(
@@ -280,6 +311,7 @@ def analyze_checkpoint(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     eigenvectors_out: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> HessianReport:
     """Hessian analysis of a checkpoint's model on a fixed subset of its dataset.
 
@@ -297,6 +329,7 @@ def analyze_checkpoint(
         data_dir: where to look for the dataset first (default: the checkpoint's).
         eigenvectors_out: when given, the top-k eigenvectors are saved there (``torch.save`` of a dict
             with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: CPU tensor}``), atomically.
+        progress: product counts as they are made (see :func:`analyze_model`).
 
     Returns:
         :class:`HessianReport` whose ``config`` also records the checkpoint path, SHA-256,
@@ -314,7 +347,8 @@ def analyze_checkpoint(
     model = checkpoint.build_model(settings.weights)
     dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
     inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
-    report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None)
+    report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None,
+                      progress=progress)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
