@@ -29,6 +29,9 @@ __all__ = [
     "SURFACE_PLOT_KINDS",
     "HessianSettings",
     "SurfaceSettings",
+    "MEASURES",
+    "MeasureSettings",
+    "TrackingSettings",
     "settings_from_dict",
 ]
 
@@ -41,6 +44,8 @@ BN_MODES: tuple[str, ...] = ("eval", "recalibrate")
 ONE_DIM_POLICIES: tuple[str, ...] = ("zero", "keep", "filter")
 EVALUATION_METHODS: tuple[str, ...] = ("loop", "vmap")
 SURFACE_PLOT_KINDS: tuple[str, ...] = ("3d", "contour", "heatmap")
+# Flatness measures of landscape.hessian.measures, in the order they are reported.
+MEASURES: tuple[str, ...] = ("lambda-max", "trace", "worst", "adaptive-worst", "average", "ggn", "fisher")
 
 
 def _need(ok: bool, message: str) -> None:
@@ -205,7 +210,105 @@ class SurfaceSettings:
         return out
 
 
-Settings = TypeVar("Settings", HessianSettings, SurfaceSettings)
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Which flatness measures ``landscape hessian --measures`` computes, and their budgets and radii.
+
+    Every measure is taken on the same fixed seeded data subset (that of the :class:`HessianSettings`
+    it runs with). Seeds, one generator per component: worst-case starts ``seed + 3``, average-case
+    draws ``seed + 4``, trace probes ``seed + 1``, Lanczos ``seed`` (the Hessian analysis's own).
+
+    Attributes:
+        measures: names from :data:`MEASURES` (``lambda-max``, ``trace``, ``worst``, ``adaptive-worst``,
+            ``average``, ``ggn``, ``fisher``).
+        rho: radius of worst-case sharpness ``max_{||delta|| <= rho} L(w + delta) - L(w)``.
+        adaptive_rho: radius of adaptive worst-case sharpness, ``||T_w^{-1} delta|| <= adaptive_rho``.
+        eta: the offset of ASAM's ``T_w = |w| + eta`` (0: invariant to rescaling the layers).
+        ascent_steps: gradient evaluations of the projected ascent (each one pass over the subset).
+        sigma: standard deviation of the Gaussian perturbation of average-case sharpness.
+        average_samples: antithetic pairs ``(delta, -delta)`` drawn for average-case sharpness.
+        tol: relative residual tolerance of the top eigenvalues (Hessian, GGN, empirical Fisher).
+        max_matvecs: product budget of each top eigenvalue.
+        trace_matvecs: Hutch++ products of the trace.
+    """
+
+    measures: tuple[str, ...] = MEASURES
+    rho: float = 0.05
+    adaptive_rho: float = 0.5
+    eta: float = 0.0
+    ascent_steps: int = 20
+    sigma: float = 0.01
+    average_samples: int = 32
+    tol: float = 1e-3
+    max_matvecs: int = 200
+    trace_matvecs: int = 60
+
+    def __post_init__(self) -> None:
+        measures = (self.measures,) if isinstance(self.measures, str) else tuple(dict.fromkeys(self.measures))
+        object.__setattr__(self, "measures", measures)
+        _need(bool(measures) and all(m in MEASURES for m in measures),
+              f"measures (--measures) must be a comma-separated list of {', '.join(MEASURES)}, got {','.join(map(str, measures))!r}.")
+        for name in ("rho", "adaptive_rho", "sigma", "tol"):
+            _positive_float(name, getattr(self, name))
+        _positive_float("eta", self.eta, allow_zero=True)
+        for name in ("ascent_steps", "average_samples", "max_matvecs"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :func:`settings_from_dict` round-trips it."""
+        out = dataclasses.asdict(self)
+        out["measures"] = list(self.measures)
+        return out
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """How ``landscape train --track-sharpness EVERY`` measures the global model while it trains.
+
+    Every ``every`` rounds, the top Hessian eigenvalue (and with ``trace`` the Hutch++ trace) of the mean
+    cross-entropy on a fixed seeded subset of ``num_examples`` samples of ``split``, by Lanczos started from
+    the previous check's top eigenvector (``warm_start``).
+
+    Attributes:
+        every: rounds between checks (each one must be an evaluated round of the run).
+        num_examples: size of the fixed subset (seed ``seed``).
+        split: the split it is drawn from.
+        batch_size: samples per product pass (memory only).
+        tol: relative residual tolerance of lambda_max.
+        max_matvecs: product budget of one check's eigensolver.
+        trace, trace_matvecs: whether and with how many products to estimate the trace (seed ``seed + 1``).
+        warm_start: start Lanczos from the previous top eigenvector (else from a random vector).
+        seed: seed of the subset and of the Lanczos start vectors.
+    """
+
+    every: int = 10
+    num_examples: int = 128
+    split: str = "train"
+    batch_size: int = 128
+    tol: float = 1e-2
+    max_matvecs: int = 100
+    trace: bool = False
+    trace_matvecs: int = 30
+    warm_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _need(self.split in SPLITS, f"split must be 'train' or 'test', got {self.split!r}.")
+        for name in ("every", "num_examples", "batch_size", "max_matvecs"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
+        _positive_int("seed", self.seed, minimum=0)
+        _positive_float("tol", self.tol)
+        _need(isinstance(self.trace, bool) and isinstance(self.warm_start, bool),
+              f"trace and warm_start must be true or false, got {self.trace!r} and {self.warm_start!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :func:`settings_from_dict` round-trips it."""
+        return dataclasses.asdict(self)
+
+
+Settings = TypeVar("Settings", HessianSettings, SurfaceSettings, MeasureSettings, TrackingSettings)
 
 
 def settings_from_dict(cls: type[Settings], values: Mapping[str, Any]) -> Settings:
@@ -218,6 +321,7 @@ def settings_from_dict(cls: type[Settings], values: Mapping[str, Any]) -> Settin
     clean = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(clean) - names)
     _need(not unknown, f"Unknown {cls.__name__} field(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
-    if isinstance(clean.get("splits"), list):
-        clean["splits"] = tuple(clean["splits"])
+    for name in ("splits", "measures"):
+        if isinstance(clean.get(name), list):
+            clean[name] = tuple(clean[name])
     return cls(**clean)

@@ -23,6 +23,7 @@ owns the :class:`Eigenpairs` record (the power-iteration reference returns one t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ def top_eigenpairs(
     max_matvecs: int | None = None,
     generator: torch.Generator | None = None,
     max_basis: int | None = None,
+    v0: Tensor | None = None,
 ) -> Eigenpairs:
     """The ``k`` algebraically largest eigenpairs, each with true residual ``<= tol * |lambda|``.
 
@@ -106,12 +108,16 @@ def top_eigenpairs(
         generator: source of the random start vectors (default: seed 0).
         max_basis: largest Krylov basis before an explicit restart (default ``max(2k + 30, 50)``);
             memory is ``2 * max_basis * dim`` float64 numbers.
+        v0: start vector of the first Krylov space (any non-zero ``(dim,)`` vector; default a random one
+            from ``generator``). A warm start from a previous top eigenvector (e.g. of the model a few
+            training rounds earlier) converges in fewer products when the new eigenvector is close to it.
 
     Returns:
         :class:`Eigenpairs` with ``k`` pairs.
 
     Raises:
-        ConfigError: ``k`` outside ``[1, dim]``, ``tol <= 0`` or a budget smaller than ``k``.
+        ConfigError: ``k`` outside ``[1, dim]``, ``tol <= 0``, a budget smaller than ``k``, or a ``v0`` that is
+            not a finite non-zero vector of length ``dim``.
     """
     op = as_operator(operator)
     n = op.dim
@@ -133,7 +139,7 @@ def top_eigenpairs(
     used = 0
     verifying = False
     verified = False
-    start = random_unit_vector(n, generator, device=device)
+    start = random_unit_vector(n, generator, device=device) if v0 is None else _start_vector(v0, n, device)
     scale = 0.0
 
     while True:
@@ -194,6 +200,17 @@ def top_eigenpairs(
             start = unconverged.sum(dim=1)
 
     return _assemble(k, tol, locked_vals, locked_vecs, locked_res, pending, used, verified)
+
+
+def _start_vector(v0: Tensor, dim: int, device: torch.device) -> Tensor:
+    """``v0`` as a unit float64 vector on ``device``, or a ConfigError saying why it cannot start a Krylov space."""
+    if v0.shape != (dim,):
+        raise ConfigError(f"v0 must be a vector of shape ({dim},) (the operator dimension), got {tuple(v0.shape)}.")
+    start = v0.detach().to(device=device, dtype=torch.float64)
+    norm = float(start.norm())
+    if not math.isfinite(norm) or norm == 0.0:
+        raise ConfigError(f"v0 must be a finite non-zero vector (its norm is {norm}); pass v0=None for a random start.")
+    return start / norm
 
 
 def _lock(
