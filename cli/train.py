@@ -53,7 +53,7 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, help="Write latest.pt every this many rounds (it is also written at evaluations).")
 @click.option("--checkpoint-round", "checkpoint_rounds", type=click.IntRange(min=1), multiple=True, help="Keep a checkpoint after this round (repeatable).")
 @click.option("--seed", type=int, default=None, help="Seed of every random choice; recorded with the result.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice; on --resume the run's recorded count).")
 @click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
               help="Where to train: auto (a GPU when there is one; the default), cpu, cuda or cuda:N. May change on --resume.")
 @click.option("--deterministic/--no-deterministic", default=None,
@@ -68,21 +68,24 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, **fla
       $ landscape train --resume runs/fedasam
       $ landscape train --preset paper-cifar10 --data-dir data --device cuda:0 --out runs/paper
     """
-    import torch
-
     from fedtrain.config import resolve_config
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json
     from fedtrain.progress import ProgressPrinter
-    from fedtrain.run import load_run_config, train as run_train
+    from fedtrain.run import RunPaths, load_run_config, train as run_train
+    from fedtrain.session import recorded_numerics, resume_numerics
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     overrides = {k: v for k, v in flags.items() if v is not None and v != ()}
     if resume is not None:
         if out is not None and Path(out) != Path(resume):
             raise ConfigError("--resume RUN_DIR continues that directory; do not also pass a different --out.")
-        config, out = load_run_config(resume), resume
+        # What changes the floating-point results is the recorded one unless given here, with a warning.
+        config, threads, warnings = resume_numerics(
+            load_run_config(resume), recorded_numerics(RunPaths(resume).latest), threads=threads,
+            device=overrides.pop("device", None), deterministic=overrides.pop("deterministic", None))
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        out = resume
         if overrides or preset or config_file:
             config = resolve_config(None, None, {**config.to_dict(), **overrides})
     elif out is None:
@@ -90,5 +93,6 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, **fla
     else:
         config = resolve_config(preset, config_file, overrides)
     click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
-    summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from, progress=ProgressPrinter(sys.stderr))
+    summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from,
+                        progress=ProgressPrinter(sys.stderr), threads=threads)
     click.echo(to_json(summary))

@@ -1,6 +1,6 @@
-"""A run's arithmetic on its device: IEEE float32 on a GPU (no TF32), and deterministic kernels on request.
+"""A run's arithmetic on its device: IEEE float32 on a GPU (no TF32), deterministic kernels and a CPU thread count on request.
 
-Both are process-wide torch settings, so they are set for the run and restored after it.
+All are process-wide torch settings, so they are set for the run and restored after it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,27 @@ __all__ = ["run_numerics"]
 
 
 @contextlib.contextmanager
-def run_numerics(device: torch.device, *, deterministic: bool) -> Iterator[None]:
-    """Full float32 on a CUDA ``device`` (:func:`~fedtrain.device.ieee_float32`), and deterministic kernels when ``deterministic``.
+def run_numerics(device: torch.device, *, deterministic: bool, threads: int | None = None) -> Iterator[None]:
+    """Full float32 on a CUDA ``device`` (:func:`~fedtrain.device.ieee_float32`), deterministic kernels when ``deterministic``,
+    and ``threads`` CPU threads for torch when given.
 
-    Without ``deterministic`` the process's own ``torch.use_deterministic_algorithms`` setting is left as it is.
+    Without ``deterministic`` the process's own ``torch.use_deterministic_algorithms`` setting is left as it is,
+    and without ``threads`` its thread count.
     """
     determinism = deterministic_algorithms(True) if deterministic else contextlib.nullcontext()
-    with determinism, ieee_float32(device):
+    with determinism, ieee_float32(device), _torch_threads(threads):
         yield
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    # The thread count changes the order of CPU reductions, hence the last bits of every result.
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -49,16 +50,22 @@ from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.config import SWA_FIELDS, TrainConfig
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.device import device_record, resolve_device
-from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.errors import CheckpointError, ConfigError, LandscapeError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
+from fedtrain.lock import LOCK_NAME, DirectoryLock
 from fedtrain.models import build_model, count_parameters
 from fedtrain.partition import Partition, make_partition, save_partition
 from fedtrain.round import RoundData, RoundMetrics, federated_round
+from fedtrain.run_files import check_metrics, config_from_record, read_run_config
 from fedtrain.server import ServerState, StateDict
+from fedtrain.session import recorded_numerics, resume_numerics
+from fedtrain.validate import UntrustedFile, short_repr
 
-__all__ = ["RunPaths", "train", "run_rounds", "load_run_config", "TIMING_FIELDS"]
+__all__ = ["RunPaths", "RoundFn", "train", "run_rounds", "run_inputs", "round_data", "load_run_config", "TIMING_FIELDS"]
 
+# One round: (state, config, data, round_index) -> (new state, metrics), as fedtrain.round.federated_round.
+RoundFn = Callable[[ServerState, TrainConfig, RoundData, int], tuple[ServerState, RoundMetrics]]
 TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the machine, not the training
 _RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
 # Where the data are and what computes the run may change between sessions (another machine, another GPU).
@@ -126,7 +133,7 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     path = RunPaths(Path(run_dir)).config
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no training run (no config.json); there is nothing to resume. Start it without --resume.")
-    return TrainConfig.from_dict(read_json(path))
+    return read_run_config(path)
 
 
 def _differences(a: TrainConfig, b: TrainConfig, ignored: Sequence[str]) -> list[str]:
@@ -134,16 +141,50 @@ def _differences(a: TrainConfig, b: TrainConfig, ignored: Sequence[str]) -> list
     return [f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if k not in ignored and da[k] != db[k]]
 
 
-def _prepare_dir(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
+_OWN_CHECKPOINT = re.compile(r"\.?(latest|final|round_\d{5})\.pt(\..+\.tmp)?")  # and atomic writes' leftovers
+
+
+def _check_dir(paths: RunPaths, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``--out`` without ``--overwrite``, and ``--overwrite`` of a folder that is not a run of ours."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: choose one.")
-    if resume or not paths.root.exists() or not any(paths.root.iterdir()):
+    if resume or not paths.root.exists() or not any(p.name != LOCK_NAME for p in paths.root.iterdir()):
         return
     if not overwrite:
         raise ConfigError(
             f"{paths.root} already exists and is not empty. Pass --resume to continue that run, --overwrite to "
             "replace it, or choose another --out."
         )
+    if (why := _not_a_run(paths)) is not None:
+        raise ConfigError(
+            f"--overwrite replaces only a training run written by this toolkit, and {paths.root} is not one ({why}); "
+            "nothing was deleted. Choose another --out, or move your own files out of that folder first."
+        )
+
+
+def _not_a_run(paths: RunPaths) -> str | None:
+    """Why ``paths.root`` is not a run directory this toolkit wrote (``None`` when it is one).
+
+    A run writes a valid ``config.json`` and ``partition.json`` before its first round, and only its own
+    checkpoint names under ``checkpoints/``; a user's folder that merely has a ``config.json`` is not one.
+    """
+    try:
+        load_run_config(paths.root)
+        if not isinstance(read_json(paths.partition).get("hash"), str):
+            return "its partition.json has no partition hash"
+    except (LandscapeError, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        return f"no readable config.json and partition.json of a run: {(str(err) or type(err).__name__).splitlines()[0][:200]}"
+    if paths.checkpoints.exists():
+        if not paths.checkpoints.is_dir():
+            return "its checkpoints is not a folder"
+        foreign = sorted(p.name for p in paths.checkpoints.iterdir() if not _OWN_CHECKPOINT.fullmatch(p.name))
+        if foreign:
+            return f"checkpoints/ holds files this toolkit did not write: {', '.join(foreign[:5])}"
+    return None
+
+
+def _clear_previous_run(paths: RunPaths) -> None:
+    """Delete the previous run's own files (:func:`_check_dir` made sure it is one); anything else in the folder stays."""
     for name in _RUN_FILES:
         (paths.root / name).unlink(missing_ok=True)
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
@@ -160,13 +201,40 @@ def _server_state(ckpt: Checkpoint) -> ServerState:
     )
 
 
+_CHECKPOINT_FIX = "Resume from an earlier checkpoint of the run (checkpoints/round_XXXXX.pt), or start the run afresh."
+
+
+def _check_resumable(config: TrainConfig, ckpt: Checkpoint, path: Path, what: str) -> list[dict[str, Any]]:
+    """The checkpoint's metrics, once its model, dataset, round and SWA state are those a run of ``config`` can have.
+
+    :func:`load_checkpoint` has already checked the file on its own (types, the weights against the declared
+    model, finiteness); this checks it against the run: the same model and dataset, ``round`` within
+    ``config.rounds``, at most ``round`` SWA models, and evaluations of rounds done.
+
+    Raises:
+        CheckpointError: the first inconsistency, naming the checkpoint.
+    """
+    file = UntrustedFile(path, f"{what} checkpoint", _CHECKPOINT_FIX, CheckpointError)
+    kwargs = {"input_shape": ckpt.model_kwargs.get("input_shape"), "num_classes": ckpt.model_kwargs.get("num_classes"),
+              **json_roundtrip(config.model_kwargs)}
+    if (ckpt.model_name, ckpt.dataset, ckpt.model_kwargs) != (config.model, config.dataset, kwargs):
+        file.fail(f"it holds model {ckpt.model_name!r} {short_repr(ckpt.model_kwargs)} on {ckpt.dataset!r}, this run trains "
+                  f"{config.model!r} with {short_repr(config.model_kwargs)} on {config.dataset!r}")
+    if ckpt.round > config.rounds:
+        file.fail(f"it is at round {ckpt.round}, beyond the run's {config.rounds} rounds")
+    if ckpt.swa_count > ckpt.round or (ckpt.swa_weights is not None and not config.swa):
+        file.fail(f"it holds an SWA model of {ckpt.swa_count} collected models after {ckpt.round} rounds"
+                  f"{'' if config.swa else ', but the run does not use --swa'}")
+    return check_metrics(ckpt.state.get("metrics", []), file, rounds=ckpt.round)
+
+
 def _start_from_checkpoint(
     config: TrainConfig, path: Path, partition_hash: str, device: torch.device, *, branch: bool
 ) -> tuple[ServerState, list, float]:
     ckpt = load_checkpoint(path, map_location=device)
-    source = TrainConfig.from_dict(ckpt.config)
-    diff = _differences(config, source, _IGNORED_ON_BRANCH if branch else _IGNORED_ON_RESUME)
     what = "--init-from checkpoint" if branch else "run being resumed"
+    source = config_from_record(ckpt.config, UntrustedFile(path, f"{what} checkpoint", _CHECKPOINT_FIX, CheckpointError))
+    diff = _differences(config, source, _IGNORED_ON_BRANCH if branch else _IGNORED_ON_RESUME)
     if diff:
         raise ConfigError(f"The {what} ({path}) was trained with a different configuration: {'; '.join(diff)}. "
                           "Use the same settings (only the SWA settings may differ for --init-from).")
@@ -182,7 +250,8 @@ def _start_from_checkpoint(
                 f"{'' if config.swa else ' and this run does not use --swa'}. Use that run's "
                 f"checkpoints/round_{config.swa_start_round:05d}.pt with --swa."
             )
-    return _server_state(ckpt), list(ckpt.state.get("metrics", [])), float(ckpt.state.get("elapsed_seconds", 0.0))
+    metrics = _check_resumable(config, ckpt, path, what)
+    return _server_state(ckpt), metrics, float(ckpt.state.get("elapsed_seconds", 0.0))
 
 
 def train(
@@ -193,20 +262,31 @@ def train(
     overwrite: bool = False,
     init_from: str | os.PathLike[str] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    round_fn: RoundFn = federated_round,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train a federated run into ``out_dir`` and return its summary.
+
+    The run holds ``out_dir``'s :class:`~fedtrain.lock.DirectoryLock` throughout: a second ``train`` of it
+    (fresh or resumed) is refused at once, naming this process.
 
     Args:
         config: the resolved settings; with ``resume=True`` it may be ``None`` (the saved config is used)
             and otherwise must equal the saved one (except ``data_dir``, ``device`` and ``deterministic``,
-            which are taken from ``config``).
+            which are taken from ``config``; with ``None`` they, and ``threads``, are those recorded in
+            ``latest.pt``: :func:`fedtrain.session.resume_numerics`).
         out_dir: the run directory; refused if it exists and is not empty, unless ``resume`` or ``overwrite``.
         resume: continue from ``checkpoints/latest.pt`` (from scratch if the run died before its first checkpoint).
-        overwrite: delete a previous run's files in ``out_dir`` first.
+        overwrite: replace the previous run in ``out_dir``: refused unless it is a run this toolkit wrote; its
+            own files are deleted only once the new run's data, partition, model and checkpoint are loaded.
         init_from: a checkpoint of a run without SWA, at a round <= this run's SWA start, with otherwise
             the same settings: this ``--swa`` run continues from it (exactly as if trained from scratch).
         progress: called after every round with ``round``, ``rounds``, ``train_loss``, ``lr``, ``clients`` and
             ``test_accuracy`` (None when the round was not evaluated).
+        round_fn: what runs one round, with :func:`~fedtrain.round.federated_round`'s signature: in this
+            process by default; :mod:`fedtrain.flower` passes one that sends the clients' work to Flower nodes.
+        threads: torch's CPU thread count for the run (restored after it); ``None``: torch's current one, or
+            on ``resume`` the one recorded in ``latest.pt``.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -215,14 +295,21 @@ def train(
         ConfigError: bad settings, a device this machine does not have, a model without deterministic GPU
             kernels under ``deterministic``, or a directory/checkpoint that does not fit the settings.
         CheckpointError: an unreadable checkpoint.
+        DirectoryBusyError: another process writes ``out_dir``.
         NonFiniteLossError: training diverged; the last good checkpoint is kept.
     """
     paths = RunPaths(Path(out_dir))
-    config = _run_config(config, paths, resume=resume, init_from=init_from)
-    device = resolve_device(config.device)  # before the directory is touched: a missing GPU changes nothing on disk
-    _prepare_dir(paths, resume=resume, overwrite=overwrite)
-    with run_numerics(device, deterministic=config.deterministic):
-        return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress)
+    with DirectoryLock(paths.root):  # removed again (with the folder, if it made it) when nothing was written
+        given = config is not None
+        config = _run_config(config, paths, resume=resume, init_from=init_from)
+        if resume:
+            asked = {"device": config.device, "deterministic": config.deterministic} if given else {}
+            config, threads, _ = resume_numerics(config, recorded_numerics(paths.latest), threads=threads, **asked)
+        device = resolve_device(config.device)  # before the directory is touched: a missing GPU changes nothing on disk
+        _check_dir(paths, resume=resume, overwrite=overwrite)
+        with run_numerics(device, deterministic=config.deterministic, threads=threads):
+            return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress, round_fn=round_fn,
+                          overwrite=overwrite)
 
 
 def _train(
@@ -233,15 +320,12 @@ def _train(
     resume: bool,
     init_from: str | os.PathLike[str] | None,
     progress: Callable[[dict[str, Any]], None] | None,
+    round_fn: RoundFn = federated_round,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """:func:`train` once the directory is prepared, on ``device``, inside the run's numerics settings."""
+    """:func:`train` once the directory is checked, on ``device``, inside the run's numerics settings."""
     dataset = load_dataset(config.dataset, config.data_dir)
-    partition = make_partition(
-        dataset.train_labels, scheme=config.partition, num_clients=config.num_clients, alpha=config.alpha,
-        seed=config.seed, samples_per_client=config.samples_per_client, dataset=config.dataset,
-        num_classes=dataset.num_classes,
-    )
-    model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
+    partition, model_kwargs = run_inputs(config, dataset)
     # Initialised on the CPU from the run's seed, then moved: every device starts from the same weights.
     initial = build_model(config.model, seed=derive_seed(config.seed, "model-init"), **model_kwargs)
     state = ServerState(round=0, params={k: v.detach().clone().to(device) for k, v in initial.state_dict().items()})
@@ -251,18 +335,20 @@ def _train(
     elif init_from is not None:
         state, log.metrics, log.elapsed_before = _start_from_checkpoint(config, Path(init_from), partition.hash, device, branch=True)
 
+    if overwrite:  # only now: a new run that cannot start (no data, a bad checkpoint) leaves the previous one whole
+        _clear_previous_run(paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     write_json(paths.config, config.to_dict())
     save_partition(partition, paths.partition)
     _write_metrics(paths, log.metrics)
 
     on_device = dataset.to(device)  # the uint8 images, once; clients index them there
-    data = _round_data(config, on_device, partition, model_kwargs)
+    data = round_data(config, on_device, partition, model_kwargs)
     device_used = json_roundtrip(device_record(device))  # plain values (torch.__version__ is a str subclass weights_only refuses)
     hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, on_device, model_kwargs), progress, device_used)
     log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
     try:
-        state = run_rounds(state, rounds=config.rounds, step=lambda s: federated_round(s, config, data, s.round),
+        state = run_rounds(state, rounds=config.rounds, step=lambda s: round_fn(s, config, data, s.round),
                            on_round_end=(hooks.evaluate, hooks.checkpoint, hooks.report))
     except NonFiniteLossError as err:
         last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
@@ -283,7 +369,18 @@ def _train(
     return summary
 
 
-def _round_data(config: TrainConfig, dataset: ImageDataset, partition: Partition, model_kwargs: dict[str, Any]) -> RoundData:
+def run_inputs(config: TrainConfig, dataset: ImageDataset) -> tuple[Partition, dict[str, Any]]:
+    """The run's partition of ``dataset`` and its model's arguments: the same wherever they are computed (server or Flower node)."""
+    partition = make_partition(
+        dataset.train_labels, scheme=config.partition, num_clients=config.num_clients, alpha=config.alpha,
+        seed=config.seed, samples_per_client=config.samples_per_client, dataset=config.dataset,
+        num_classes=dataset.num_classes,
+    )
+    model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
+    return partition, model_kwargs
+
+
+def round_data(config: TrainConfig, dataset: ImageDataset, partition: Partition, model_kwargs: dict[str, Any]) -> RoundData:
     """The clients' shards as index sets into ``dataset`` (on its device) and a scratch model there."""
     device = dataset.train_images.device
     normalize = dataset.normalizer(device)
