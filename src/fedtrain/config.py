@@ -24,6 +24,7 @@ __all__ = [
     "ALGORITHMS",
     "OPTIMIZERS",
     "SWA_COLLECT_MODES",
+    "COHORT_MODES",
     "PRESETS",
     "SWA_FIELDS",
     "DEVICE_SPEC",
@@ -43,6 +44,7 @@ PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
 ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
 OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
+COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round trains its clients (fedtrain.cohort)
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
@@ -84,6 +86,10 @@ class TrainConfig:
             (:func:`fedtrain.device.resolve_device`). How, not what: a run may resume on another device.
         deterministic: on a GPU, ``torch.use_deterministic_algorithms`` for the run (slower; an operation
             without a deterministic kernel raises). No effect on CPU numbers.
+        cohort, cohort_chunk, cohort_compile: how a round trains its sampled clients (:mod:`fedtrain.cohort`):
+            ``sequential`` (one after another, the reference), ``vmap`` (all together, equal up to float32
+            rounding) or ``auto`` (vmap on CUDA, sequential on the CPU, as measured); at most ``cohort_chunk``
+            clients per vectorised computation (0: as many as fit); ``torch.compile`` of the vectorised step.
     """
 
     dataset: str = "fashion-mnist"
@@ -121,6 +127,9 @@ class TrainConfig:
     preset: str | None = None
     device: str = "auto"
     deterministic: bool = False
+    cohort: str = "auto"
+    cohort_chunk: int = 0
+    cohort_compile: bool = False
     # Whether rho came from the user (not the algorithm's default): ``replace`` must keep a given rho even
     # when it equals another algorithm's default, and re-resolve a defaulted one. Not a setting: neither
     # compared nor serialised.
@@ -141,6 +150,10 @@ class TrainConfig:
 
         check_device_spec(self.device)
         need(isinstance(self.deterministic, bool), f"deterministic (--deterministic) must be true or false, got {self.deterministic!r}.")
+        need(self.cohort in COHORT_MODES, f"cohort (--cohort) must be one of {', '.join(COHORT_MODES)}, got {self.cohort!r}.")
+        need(isinstance(self.cohort_chunk, int) and not isinstance(self.cohort_chunk, bool) and self.cohort_chunk >= 0,
+             f"cohort_chunk (--cohort-chunk) must be an integer >= 0 (0 = as many clients as fit), got {self.cohort_chunk!r}.")
+        need(isinstance(self.cohort_compile, bool), f"cohort_compile (--cohort-compile) must be true or false, got {self.cohort_compile!r}.")
         need(self.dataset in DATASETS, f"Unknown dataset {self.dataset!r}. Available datasets: {', '.join(DATASETS)}.")
         need(self.model in MODEL_NAMES, f"Unknown model {self.model!r}. Available models: {', '.join(sorted(MODEL_NAMES))}.")
         need(self.partition in PARTITION_SCHEMES,

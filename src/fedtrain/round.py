@@ -24,6 +24,7 @@ from torch import nn
 from fedtrain._seeds import derived_generator
 from fedtrain.aggregation import aggregate
 from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, client_update
+from fedtrain.cohort import CohortSettings, cohort_settings, cohort_update
 from fedtrain.config import TrainConfig
 from fedtrain.server import ServerState, select_clients, server_update
 from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
@@ -129,7 +130,8 @@ def client_generator(seed: int, round_index: int, client: int) -> torch.Generato
 
 
 def train_clients(
-    global_params: Mapping[str, torch.Tensor], plan: RoundPlan, data: RoundData, *, seed: int
+    global_params: Mapping[str, torch.Tensor], plan: RoundPlan, data: RoundData, *, seed: int,
+    cohort: CohortSettings = CohortSettings(),
 ) -> list[ClientUpdate]:
     """Every sampled client's :func:`~fedtrain.client.client_update` from the global model, in the plan's order.
 
@@ -138,10 +140,16 @@ def train_clients(
         plan: the round's plan.
         data: the shards and the scratch model.
         seed: the run's seed.
+        cohort: one client after another (``sequential``, the default) or all together
+            (``vmap``: :func:`fedtrain.cohort.cohort_update`, same batches, equal up to float32 rounding).
 
     Returns:
         One update per client of ``plan.clients``.
     """
+    if cohort.mode == "vmap":
+        shards = [data.shards[k] for k in plan.clients]
+        generators = [client_generator(seed, plan.round, k) for k in plan.clients]
+        return cohort_update(data.worker, global_params, shards, plan.client_config, generators, cohort)
     return [
         client_update(data.worker, global_params, data.shards[k], plan.client_config, client_generator(seed, plan.round, k))
         for k in plan.clients
@@ -215,5 +223,5 @@ def federated_round(
     if round_index != state.round:
         raise ValueError(f"round_index ({round_index}) must be the state's round ({state.round}).")
     plan = plan_round(config, round_index, augment=data.augment)
-    updates = train_clients(state.params, plan, data, seed=config.seed)
+    updates = train_clients(state.params, plan, data, seed=config.seed, cohort=cohort_settings(config, data.worker))
     return aggregate_round(state, config, plan, updates)
