@@ -29,14 +29,27 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import nn
 
-from fedtrain.errors import CheckpointError
+from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.io import atomic_write_bytes, to_plain
 from fedtrain.models import build_model
+from fedtrain.validate import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_MODEL_VALUES,
+    Rule,
+    UntrustedFile,
+    integer,
+    list_of,
+    mapping_rule,
+    number,
+    optional,
+    short_repr,
+    text,
+)
 
 __all__ = [
     "FORMAT",
@@ -163,22 +176,26 @@ def save_checkpoint(checkpoint: Checkpoint | Mapping[str, Any], path: str | os.P
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device | str = "cpu") -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``, its tensors on ``map_location`` (the CPU by default).
+    """Read a checkpoint with ``weights_only=True``, its tensors on ``map_location`` (the CPU by default), and validate it.
+
+    The file is untrusted input (:mod:`fedtrain.validate`): its size is bounded before reading; it must be
+    a zip archive (``torch.save``'s format) holding only tensors and plain values; every field has its
+    type and range (``round >= 0``, ``swa.count >= 0``, model kwargs a mapping...); the model its kwargs
+    declare is built on the meta device (no memory) and must hold at most
+    :data:`~fedtrain.validate.MAX_MODEL_VALUES` values, take the dataset's input shape and classes, and
+    have exactly the weights' names and shapes (the SWA weights' and server momentum's too); every
+    floating-point weight must be finite. So every command that reads a checkpoint (``train --resume``,
+    ``--init-from``, ``hessian``, ``plot-surface``, ``reproduce``) refuses a bad one here, before it is used.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a torch file, or not one of ours.
+        CheckpointError: the file is missing, too large, truncated, not a torch file, not one of ours,
+            or its content is inconsistent (the message names the field and how to fix it).
     """
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"No checkpoint at {file}: the file does not exist. Check the path.")
-    try:
-        raw = torch.load(file, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(
-            f"{file} could not be read as a checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "The file is truncated, corrupt, or contains objects that cannot be loaded safely "
-            "(only tensors and plain values are accepted). Use a checkpoint written by `landscape train`."
-        ) from err
+    untrusted = UntrustedFile(file, "fedlandscape checkpoint", _FIX, CheckpointError)
+    raw = _read_raw(untrusted, map_location)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{file} is not a fedlandscape checkpoint (it lacks the format marker {FORMAT!r}); it may be a bare "
@@ -187,28 +204,125 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device 
         )
     if raw.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{file} has checkpoint format version {raw.get('format_version')}, this fedlandscape reads version "
+            f"{file} has checkpoint format version {short_repr(raw.get('format_version'))}, this fedlandscape reads version "
             f"{FORMAT_VERSION}. Use the fedlandscape version that wrote it."
         )
-    try:
-        swa = raw.get("swa")
-        return Checkpoint(
-            model_name=raw["model"]["name"],
-            model_kwargs=dict(raw["model"]["kwargs"]),
-            weights=dict(raw["weights"]),
-            dataset=raw["data"]["dataset"],
-            data_dir=raw["data"].get("data_dir"),
-            swa_weights=None if swa is None else dict(swa["weights"]),
-            swa_count=0 if swa is None else int(swa["count"]),
-            partition=raw.get("partition"),
-            config=dict(raw.get("config") or {}),
-            round=int(raw.get("round", 0)),
-            state=dict(raw.get("state") or {}),
-            versions=dict(raw.get("versions") or {}),
-            path=file,
+    checkpoint = _from_raw(raw, untrusted)
+    _check_weights(checkpoint, untrusted)
+    return checkpoint
+
+
+_FIX = "Use a checkpoint written by `landscape train` (an earlier round's checkpoint of the same run, if this one is damaged)."
+_TENSOR = Rule("a tensor", lambda v: isinstance(v, torch.Tensor))
+_STATE_DICT = mapping_rule(_TENSOR)
+
+
+def _read_raw(file: UntrustedFile, map_location: torch.device | str) -> Any:
+    """``torch.load(weights_only=True)`` of a zip archive no larger than :data:`MAX_CHECKPOINT_BYTES`, also unpacked."""
+    import zipfile
+
+    def unreadable(why: str) -> NoReturn:
+        raise CheckpointError(
+            f"{file.path} could not be read as a checkpoint ({why}). The file is empty, truncated, corrupt, or "
+            f"contains objects that cannot be loaded safely (only tensors and plain values are accepted). {_FIX}"
         )
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{file} is a damaged fedlandscape checkpoint: missing field {err}.") from err
+
+    size = file.path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        file.fail(f"it has {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may have")
+    try:
+        with zipfile.ZipFile(file.path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        unreadable(f"not a complete zip archive, the format torch.save writes: {err}")
+    if unpacked > MAX_CHECKPOINT_BYTES:
+        file.fail(f"it unpacks to {unpacked:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may have")
+    try:
+        return torch.load(file.path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        unreadable(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}")
+
+
+def _from_raw(raw: dict[str, Any], file: UntrustedFile) -> Checkpoint:
+    """The :class:`Checkpoint` of a loaded dict, each field checked for presence, type and range."""
+    from fedtrain.config import DATASETS, MODEL_NAMES
+
+    model = file.field(raw, "model", mapping_rule())
+    swa = file.field(raw, "swa", optional(mapping_rule()), default=None)
+    data = file.field(raw, "data", mapping_rule())
+    state = file.field(raw, "state", optional(mapping_rule()), default=None) or {}
+    file.field(state, "server_momentum", optional(_STATE_DICT), "state ", default=None)
+    file.field(state, "metrics", list_of(mapping_rule()), "state ", default=[])
+    file.field(state, "elapsed_seconds", number(low=0), "state ", default=0.0)
+    return Checkpoint(
+        model_name=file.field(model, "name", text(MODEL_NAMES), "model "),
+        model_kwargs=dict(file.field(model, "kwargs", mapping_rule(), "model ")),
+        weights=dict(file.field(raw, "weights", _STATE_DICT)),
+        dataset=file.field(data, "dataset", text(DATASETS), "data "),
+        data_dir=file.field(data, "data_dir", optional(text()), "data ", default=None),
+        swa_weights=None if swa is None else dict(file.field(swa, "weights", _STATE_DICT, "swa ")),
+        swa_count=0 if swa is None else file.field(swa, "count", integer(0), "swa "),
+        partition=file.field(raw, "partition", optional(mapping_rule()), default=None),
+        config=dict(file.field(raw, "config", optional(mapping_rule()), default=None) or {}),
+        round=file.field(raw, "round", integer(0), default=0),
+        state=dict(state),
+        versions=dict(file.field(raw, "versions", optional(mapping_rule()), default=None) or {}),
+        path=file.path,
+    )
+
+
+def _declared_model(checkpoint: Checkpoint, file: UntrustedFile) -> dict[str, torch.Tensor]:
+    """The state dict of the model the checkpoint declares, built on the meta device (shapes and dtypes, no memory)."""
+    from fedtrain.data import dataset_signature
+
+    kwargs = checkpoint.model_kwargs
+    shape = tuple(file.field(kwargs, "input_shape", list_of(integer(1), 3), "model kwargs "))
+    classes = file.field(kwargs, "num_classes", integer(1), "model kwargs ")
+    expected_shape, expected_classes = dataset_signature(checkpoint.dataset)
+    if (shape, classes) != (expected_shape, expected_classes):
+        file.fail(f"its model takes inputs of shape {list(shape)} with {classes} classes, but its dataset "
+                  f"{checkpoint.dataset!r} has {list(expected_shape)} with {expected_classes}; the model does not fit the data")
+    try:
+        with torch.device("meta"):
+            layout = build_model(checkpoint.model_name, **kwargs).state_dict()
+    except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        file.fail(f"its model {checkpoint.model_name!r} cannot be built from its kwargs {short_repr(kwargs)} "
+                  f"({' '.join(str(err).split())[:200]})")
+    values = sum(t.numel() for t in layout.values())
+    if values > MAX_MODEL_VALUES:
+        file.fail(f"its model {checkpoint.model_name!r} with kwargs {short_repr(kwargs)} declares {values:,} values, more than "
+                  f"the {MAX_MODEL_VALUES:,} (fedtrain.validate.MAX_MODEL_VALUES) a model may have")
+    return layout
+
+
+def _check_weights(checkpoint: Checkpoint, file: UntrustedFile) -> None:
+    """Every state dict of the checkpoint has the declared model's names and shapes, and finite floating values."""
+    layout = _declared_model(checkpoint, file)
+    momentum = checkpoint.state.get("server_momentum")
+    for what, weights in (("weights", checkpoint.weights), ("SWA weights", checkpoint.swa_weights),
+                          ("server momentum", momentum)):
+        if weights is None:
+            continue
+        # the momentum buffer holds one entry per floating-point tensor of the model (integer buffers have none)
+        names = set(weights) if what == "server momentum" else set(layout)
+        if set(weights) != names or not names <= set(layout):
+            missing, extra = sorted(names - set(weights)), sorted(set(weights) - set(layout))
+            raise CheckpointError(
+                f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {short_repr(checkpoint.model_kwargs)}: "
+                f"{'missing ' + ', '.join(missing[:5]) if missing else ''}{'; ' if missing and extra else ''}"
+                f"{'unexpected ' + ', '.join(extra[:5]) if extra else ''}. {_FIX}"
+            )
+        for name, tensor in weights.items():
+            if tuple(tensor.shape) != tuple(layout[name].shape):
+                raise CheckpointError(
+                    f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {short_repr(checkpoint.model_kwargs)}: "
+                    f"{name!r} has shape {list(tensor.shape)}, the model's is {list(layout[name].shape)}. {_FIX}"
+                )
+            if tensor.is_floating_point() != layout[name].is_floating_point():
+                file.fail(f"its {what} {name!r} are of type {tensor.dtype}, the model's are {layout[name].dtype}")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                file.fail(f"its {what} hold non-finite values (NaN or infinity) in {name!r}, as a diverged run leaves; "
+                          "no analysis or training can start from them")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -272,35 +272,39 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file of training settings into a dict.
 
-    A top-level ``[train]`` table, if present, is used; otherwise the whole file.
+    A top-level ``[train]`` table, if present, is used; otherwise the whole file. The file is untrusted
+    input (:mod:`fedtrain.validate`): at most :data:`~fedtrain.validate.MAX_CONFIG_BYTES`, UTF-8, YAML
+    without anchors or aliases and with plain values only, a table/mapping at the top, and every known
+    setting of its :class:`TrainConfig` type (ranges are :class:`TrainConfig`'s to check).
 
     Raises:
-        ConfigError: missing file, unknown extension, or unparsable content.
+        ConfigError: missing, oversized or binary file, unknown extension, unparsable content, a top level
+            that is not a mapping, or a setting of the wrong type.
     """
+    from fedtrain.validate import MAX_CONFIG_BYTES, UntrustedFile, check_record_fields, parse_yaml, read_text
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"No config file at {file}. Check the path given to --config.")
     suffix = file.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"{file}: config files must end in .toml, .yaml or .yml, got {suffix or 'no extension'!r}.")
+    untrusted = UntrustedFile(file, "config file", "Fix the file (see `landscape train --help` for the settings).", ConfigError)
+    if suffix == ".toml":
+        import tomllib
 
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        else:
-            raise ConfigError(f"{file}: config files must end in .toml, .yaml or .yml, got {suffix or 'no extension'!r}.")
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - tomllib/yaml raise their own error types
-        raise ConfigError(f"{file} could not be parsed as {suffix[1:].upper()}: {err}. Fix the syntax.") from err
+        try:
+            data = tomllib.loads(read_text(untrusted, MAX_CONFIG_BYTES))
+        except (tomllib.TOMLDecodeError, RecursionError) as err:
+            untrusted.fail(f"it could not be parsed as TOML ({err or type(err).__name__}); fix the syntax")
+    else:
+        data = parse_yaml(untrusted, read_text(untrusted, MAX_CONFIG_BYTES))
+        data = {} if data is None else data
     if isinstance(data, Mapping) and isinstance(data.get("train"), Mapping):
         data = data["train"]
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{file} must hold a table/mapping of settings, got {type(data).__name__}.")
-    return dict(data)
+    settings = untrusted.mapping(data, "its top level")
+    check_record_fields(settings, TrainConfig, untrusted, "setting ")
+    return settings
 
 
 def resolve_config(

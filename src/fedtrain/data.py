@@ -29,6 +29,7 @@ __all__ = [
     "ImageDataset",
     "Normalize",
     "load_dataset",
+    "dataset_signature",
     "augment_batch",
     "augmentation_draws",
     "apply_augmentation",
@@ -50,6 +51,20 @@ _NORMALISATION = {
 }
 _NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 _AUGMENTATION = {"fashion-mnist": "none", "mnist": "none", "cifar10": "crop-flip", "cifar100": "crop-flip", "synthetic": "none"}
+# (C, H, W) of one image: what a checkpoint's model must take for its dataset (fedtrain.checkpoint checks it)
+_INPUT_SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                 "synthetic": (1, 16, 16)}
+
+
+def dataset_signature(name: str) -> tuple[tuple[int, int, int], int]:
+    """``(input_shape, num_classes)`` of a dataset, known without reading its files.
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    if name not in _INPUT_SHAPES:
+        raise ConfigError(f"Unknown dataset {name!r}. Available datasets: {', '.join(DATASETS)}.")
+    return _INPUT_SHAPES[name], _NUM_CLASSES[name]
 
 
 @dataclass(frozen=True)

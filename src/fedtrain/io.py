@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_plain", "to_json", "json_roundtrip", "write_json", "read_json"]
+from fedtrain.errors import DataFormatError, LandscapeError
+from fedtrain.validate import MAX_JSON_BYTES, UntrustedFile, parse_json, parse_json_lines
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_plain", "to_json", "json_roundtrip", "write_json", "read_json",
+           "read_json_lines"]
+
+_FIX = "Recreate it with the landscape command that wrote it, or remove it."
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -75,8 +81,32 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, to_json(obj) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_json(
+    path: str | os.PathLike[str], *, kind: str = "JSON file", fix: str = _FIX, error: type[LandscapeError] = DataFormatError,
+    limit: int = MAX_JSON_BYTES,
+) -> Any:
+    """Read a JSON file written by :func:`write_json`, as untrusted input (:mod:`fedtrain.validate`).
+
+    Args:
+        path: the file.
+        kind: what the file is, for the error message ("run summary (summary.json)").
+        fix: how the user gets a good file, for the error message.
+        error: the error class raised.
+        limit: the largest size accepted, in bytes, checked before reading.
+
+    Raises:
+        LandscapeError: ``error`` for a missing, oversized, binary (non-UTF-8), empty or invalid JSON file.
+    """
+    return parse_json(UntrustedFile(Path(path), kind, fix, error), limit)
+
+
+def read_json_lines(
+    path: str | os.PathLike[str], *, kind: str = "JSON-lines file", fix: str = _FIX, error: type[LandscapeError] = DataFormatError,
+) -> list[Any]:
+    """The values of the non-blank lines of a ``.jsonl`` file (e.g. ``metrics.jsonl``), as untrusted input.
+
+    Raises:
+        LandscapeError: ``error`` for a missing, oversized or binary file, or a line that is not JSON (named).
+    """
+    return parse_json_lines(UntrustedFile(Path(path), kind, fix, error))
 

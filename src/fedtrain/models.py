@@ -7,6 +7,7 @@ seed it explicitly; see :func:`build_model`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -70,7 +71,8 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (32,),
     ) -> None:
         super().__init__()
-        sizes = [int(torch.tensor(list(input_shape)).prod()), *[int(h) for h in hidden]]
+        # math.prod, not a tensor: the model can then be built on the meta device (fedtrain.checkpoint sizes it so)
+        sizes = [math.prod(int(s) for s in input_shape), *[int(h) for h in hidden]]
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(fan_in, fan_out), nn.Tanh()]

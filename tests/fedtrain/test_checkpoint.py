@@ -78,9 +78,11 @@ def test_a_checkpoint_from_elsewhere_cannot_execute_code(tmp_path, monkeypatch):
 def test_weights_of_another_architecture_are_reported(tmp_path):
     bad = Checkpoint(model_name="mlp", model_kwargs={**KWARGS, "hidden": [4]},
                      weights=build_model("mlp", **KWARGS).state_dict(), dataset="synthetic")
-    ckpt = load_checkpoint(save_checkpoint(bad, tmp_path / "c.pt"))
     with pytest.raises(CheckpointError, match="do not fit model 'mlp'"):
-        ckpt.build_model()
+        bad.build_model()  # in memory
+    # on disk: refused as it is read, before any command uses it
+    with pytest.raises(CheckpointError, match=r"do not fit model 'mlp'.*'net.1.weight' has shape \[8, 256\], the model's is \[4, 256\]"):
+        load_checkpoint(save_checkpoint(bad, tmp_path / "c.pt"))
 
 
 def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):

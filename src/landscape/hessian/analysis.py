@@ -35,7 +35,8 @@ from landscape.hessian.operator import HessianOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 from landscape.settings import HessianSettings
 
-__all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products"]
+__all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products",
+           "read_report"]
 
 # Shown with the cost estimate of a long analysis: the settings that cut its products or their cost.
 SHORTER = ("Shorter: fewer --samples (each product is one pass over them), --density-probes/--density-steps "
@@ -367,4 +368,31 @@ def analyze_checkpoint(
         torch.save(payload, buffer)
         atomic_write_bytes(eigenvectors_out, buffer.getvalue())
         report.config["eigenvectors_out"] = str(eigenvectors_out)
+    return report
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A saved report (``analysis/hessian.json``, the ``to_dict()`` of a :class:`HessianReport`), as untrusted input.
+
+    Checks what tables and figures read: finite eigenvalues (null where a backend gave none), the ratio,
+    the trace estimate and its standard error, and a density's grid and values of equal length.
+
+    Raises:
+        DataFormatError: unreadable file (see :func:`fedtrain.io.read_json`) or an entry of the wrong type.
+    """
+    from fedtrain.io import read_json
+    from fedtrain.validate import UntrustedFile, list_of, mapping_rule, number, optional
+
+    file = UntrustedFile(Path(path), "Hessian report (hessian.json)",
+                         "Recompute it with `landscape hessian CHECKPOINT --out` (or delete it; `reproduce` then recomputes it).")
+    report = file.mapping(read_json(path, kind=file.kind, fix=file.fix))
+    file.field(report, "eigenvalues", list_of(optional(number())))
+    file.field(report, "ratio", optional(number()), default=None)
+    trace = file.field(report, "trace", optional(mapping_rule()), default=None) or {}
+    file.field(trace, "estimate", optional(number()), "trace ", default=None)
+    file.field(trace, "stderr", optional(number(low=0)), "trace ", default=None)
+    density = file.field(report, "density", optional(mapping_rule()), default=None)
+    if density is not None:
+        grid = file.field(density, "grid", list_of(number()), "density ")
+        file.field(density, "values", list_of(number(), len(grid)), "density ")
     return report

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from fedtrain.config import TrainConfig
-from fedtrain.errors import ConfigError
-from fedtrain.io import atomic_write_text, read_json
+from fedtrain.errors import ConfigError, DataFormatError
+from fedtrain.io import atomic_write_text
+from fedtrain.run_files import read_metrics, read_run_config, read_summary
+from landscape.hessian.analysis import read_report
 from landscape.plots.figure import new_figure, save_figure
 from landscape.surface.record import Surface, load_surface
 
@@ -103,10 +104,10 @@ def collect_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
             records.append(
                 RunRecord(
                     path=folder,
-                    config=TrainConfig.from_dict(read_json(folder / "config.json")),
-                    summary=read_json(folder / "summary.json"),
-                    metrics=[json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()],
-                    hessian=read_json(analysis / "hessian.json") if (analysis / "hessian.json").is_file() else None,
+                    config=read_run_config(folder / "config.json", error=DataFormatError),
+                    summary=read_summary(folder / "summary.json"),
+                    metrics=read_metrics(folder / "metrics.jsonl"),
+                    hessian=read_report(analysis / "hessian.json") if (analysis / "hessian.json").is_file() else None,
                     surface=load_surface(analysis / "surface.npz") if (analysis / "surface.npz").is_file() else None,
                 )
             )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_bytes, to_json
+from fedtrain.validate import Rule, UntrustedFile, list_of, mapping_rule, npz_arrays, number, optional, text
 from landscape.settings import SPLITS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "QUANTITIES", "Surface", "save_surface", "load_surface", "value_key"]
@@ -125,7 +125,13 @@ def save_surface(surface: Surface, path: str | os.PathLike[str]) -> Path:
 
 
 def load_surface(path: str | os.PathLike[str]) -> Surface:
-    """Read a ``surface.npz`` written by :func:`save_surface` (no pickles are loaded).
+    """Read a ``surface.npz`` written by :func:`save_surface`, as untrusted input (no pickles are loaded).
+
+    Each array's declared size is checked against :data:`~fedtrain.validate.MAX_NPZ_MEMBER_BYTES` from its
+    npy header before it is loaded (:func:`fedtrain.validate.npz_arrays`); then the file must hold the
+    metadata of a fedlandscape surface, 1-D finite coordinates, only known value arrays, each of the
+    grid's shape (2-D values need ``ycoordinates``), a ``done`` mask with at least one computed point, and
+    at the computed points losses that are not NaN (at least one finite per array) and accuracies in [0, 100].
 
     Args:
         path: the file.
@@ -134,24 +140,18 @@ def load_surface(path: str | os.PathLike[str]) -> Surface:
         The surface, partial or complete.
 
     Raises:
-        ConfigError: missing, unreadable or foreign file.
+        ConfigError: missing, unreadable, foreign or inconsistent file (one paragraph naming the problem).
     """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"No surface file at {file}. Pass a surface.npz written by `landscape plot-surface`.")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ConfigError(
-            f"{file} could not be read as a surface file ({type(err).__name__}: {err}). It is truncated or not an "
-            ".npz; recompute it with `landscape plot-surface`."
-        ) from err
+    untrusted = UntrustedFile(file, "surface file (surface.npz)", _FIX, ConfigError)
+    arrays = npz_arrays(untrusted)
     try:
         metadata = json.loads(str(arrays.pop("metadata")))
-        if metadata.pop("format") != FORMAT:
+        if not isinstance(metadata, dict) or metadata.pop("format") != FORMAT:
             raise KeyError("format")
-        done = arrays.pop("done").astype(bool)
+        done = arrays.pop("done")
         x = arrays.pop("xcoordinates")
     except (KeyError, ValueError) as err:
         raise ConfigError(
@@ -161,4 +161,60 @@ def load_surface(path: str | os.PathLike[str]) -> Surface:
     if metadata.pop("format_version", None) != FORMAT_VERSION:
         raise ConfigError(f"{file} has another surface format version than this fedlandscape reads ({FORMAT_VERSION}); recompute it.")
     y = arrays.pop("ycoordinates", None)
-    return Surface(x, y, arrays, done, metadata)
+    _check_metadata(metadata, untrusted)
+    _check_grid(x, y, done, arrays, untrusted)
+    return Surface(x, y, arrays, done.astype(bool), metadata)
+
+
+_FIX = "Recompute it with `landscape plot-surface` (a partial file with --resume, after fixing or removing it)."
+_KNOWN_VALUES = {value_key(s, q, e) for s in SPLITS for q in QUANTITIES for e in (False, True)}
+_METADATA: dict[str, Rule] = {
+    "kind": text(),
+    "bn": text(),
+    "labels": list_of(text()),
+    "num_examples": mapping_rule(),
+    "request": mapping_rule(),
+    "device_used": mapping_rule(),
+    "device_runs": list_of(mapping_rule()),
+    "checkpoints": list_of(Rule("a mapping with a string 'path'", lambda c: isinstance(c, dict) and isinstance(c.get("path"), str))),
+    "directions": mapping_rule(),
+}
+
+
+def _check_metadata(metadata: dict[str, Any], file: UntrustedFile) -> None:
+    """The metadata entries that resuming and plotting read have their types."""
+    for key, rule in _METADATA.items():
+        file.field(metadata, key, optional(rule), "metadata ", default=None)
+    coordinates = (metadata.get("directions") or {}).get("model_coordinates")
+    file.field({"model_coordinates": coordinates}, "model_coordinates", optional(list_of(list_of(number()))), "metadata directions ")
+
+
+def _check_grid(x: np.ndarray, y: np.ndarray | None, done: np.ndarray, values: dict[str, np.ndarray], file: UntrustedFile) -> None:
+    """Coordinates, mask and values describe one grid, with at least one computed point of plausible values."""
+    for name, axis in (("xcoordinates", x), ("ycoordinates", y)):
+        if axis is not None and (axis.ndim != 1 or axis.size < 1 or axis.dtype.kind not in "fi" or not np.isfinite(axis).all()):
+            file.fail(f"{name} must be a non-empty 1-D array of finite numbers, got {axis.dtype} of shape {list(axis.shape)}")
+    shape = (x.size,) if y is None else (x.size, y.size)
+    if done.dtype != bool or done.shape != shape:
+        file.fail(f"done must be a bool mask of the grid's shape {list(shape)}, got {done.dtype} of shape {list(done.shape)}")
+    if not done.any():
+        file.fail("no point of its grid is done (an empty partial file); delete it and compute the surface afresh")
+    unknown = sorted(set(values) - _KNOWN_VALUES)
+    if unknown or not any(k.endswith("_loss") for k in values):
+        file.fail(f"it holds {'the unknown arrays ' + ', '.join(unknown) if unknown else 'no loss values'}; a surface holds "
+                  f"{', '.join(sorted(_KNOWN_VALUES))}")
+    for key, array in values.items():
+        if array.shape != shape or array.dtype.kind != "f":
+            hint = " (2-D values need ycoordinates)" if y is None and array.ndim == 2 else ""
+            file.fail(f"{key} must be floating-point values of the grid's shape {list(shape)}, got {array.dtype} of shape "
+                      f"{list(array.shape)}{hint}")
+        computed = array[done]
+        if key.endswith("_stderr"):
+            bad = (computed < 0).any()
+        elif key.endswith("_acc"):
+            bad = not (np.isfinite(computed) & (computed >= 0) & (computed <= 100)).all()
+        else:
+            bad = np.isnan(computed).any() or (computed < 0).any() or not np.isfinite(computed).any()
+        if bad:
+            file.fail(f"{key} holds impossible values at computed points (NaN, negative, an accuracy outside [0, 100], or "
+                      "no finite loss at all)")
