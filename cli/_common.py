@@ -13,7 +13,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(func: F) -> F:
-    """Map the toolkit's ``LandscapeError`` (and unreadable files) to a clean ``click`` error: message, exit 1, no traceback."""
+    """Map the toolkit's ``LandscapeError`` and any operating-system error to a clean ``click`` error: one paragraph, exit 1, no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,8 +23,13 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except LandscapeError as err:
             raise click.ClickException(str(err)) from None
-        except (PermissionError, IsADirectoryError, NotADirectoryError) as err:
-            raise click.ClickException(f"Cannot use {err.filename}: {err.strerror}. Check the path and its permissions.") from None
+        except OSError as err:  # what the library's atomic writers did not already turn into an OutputError (mkdir, reads)
+            where = f"{err.filename}" if err.filename is not None else "a file or folder"
+            raise click.ClickException(
+                f"Cannot use {where}: {err.strerror or err}. Every file written so far is complete (files are written "
+                "to a temporary file and renamed). Check the path, its permissions and the free space, then run the "
+                "command again."
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -50,9 +55,9 @@ def device_option(default: str | None = "auto", help: str = "Where to compute: a
 
 
 def quiet_option(func: F) -> F:
-    """``--quiet``: no progress lines (results and errors are still printed)."""
+    """``--quiet``: nothing on stderr but errors (results still go to stdout or their files)."""
     return click.option("--quiet", "-q", is_flag=True, default=False,
-                        help="Print no progress (results still go to stdout or --out, errors to stderr).")(func)
+                        help="Print no progress or summary on stderr, only errors (results still go to stdout or --out).")(func)
 
 
 def progress_printer(quiet: bool) -> Any:

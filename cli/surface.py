@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fedlandscape_cli._common import data_dir_option, friendly_errors, seed_option
+from fedlandscape_cli._common import data_dir_option, friendly_errors, progress_printer, quiet_option, seed_option
 from landscape.settings import (
     BN_MODES,
     DIRECTION_KINDS,
@@ -53,13 +53,18 @@ DEFAULTS = SurfaceSettings()
 @click.option("--plot", "kinds", type=click.Choice(SURFACE_PLOT_KINDS), multiple=True, default=SURFACE_PLOT_KINDS, show_default=True, help="2-D figure kinds (repeatable).")
 @click.option("--log-scale", is_flag=True, help="Plot log10 of the loss.")
 @click.option("--vmax", type=float, default=None, help="Clip the loss colour scale (and 3-D heights) at this value.")
+@quiet_option
 @friendly_errors
 def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Path | None, plane: tuple[Path, Path] | None,
                  range_: float, steps: int, dims: int, margin: float | None, splits: tuple[str, ...], samples: int, bn: str,
                  weights: str, one_dim: str, batch_size: int | None, points_per_pass: int | None, method: str, device: str, seed: int,
                  data_dir: Path | None, out: Path, resume: bool, from_files: tuple[Path, ...], kinds: tuple[str, ...],
-                 log_scale: bool, vmax: float | None) -> None:
+                 log_scale: bool, vmax: float | None, quiet: bool) -> None:
     """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
+
+    Cost: every grid point is one pass over --samples per split (steps^2 points in 2-D). Progress (grid
+    points done / planned, pass, ETA) goes to stderr, and after a few seconds the projected total time.
+    Shorter: fewer --steps or --samples.
 
     \b
     $ landscape plot-surface runs/fedavg.pt runs/fedasam.pt --steps 21 --samples 2000 --device cuda --out surf
@@ -84,10 +89,10 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
             method=method, device=device,
         )
         results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
-                                           data_dir=data_dir, resume=resume)
+                                           data_dir=data_dir, resume=resume, progress=progress_printer(quiet))
     figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
     summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
-    for row in summary:
+    for row in [] if quiet else summary:
         where = f", computed on {row['device_used']['device']}" if row["device_used"] else ""
         click.echo(f"{row['label']}: {row['kind']} {row['shape']} on {row['num_examples']} samples, BatchNorm: {row['bn']}{where} -> {row['file']}", err=True)
     click.echo(to_json({"surfaces": summary, "figures": [str(f) for f in figures]}), file=sys.stdout)

@@ -14,9 +14,10 @@ A partial surface is finished only on the same kind of device (:mod:`landscape.s
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset
 from fedtrain.device import resolve_device, to_cpu
 from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.progress import Progress, ProgressCallback, report
 from landscape.hessian.analysis import hessian_eigenvectors
 from landscape.settings import DIRECTION_KINDS, SurfaceSettings
 from landscape.surface.directions import (
@@ -281,6 +283,7 @@ def surface_for_checkpoint(
     data_dir: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Surface:
     """Compute (or finish) the loss surface of a checkpoint and save it as it goes.
 
@@ -300,6 +303,8 @@ def surface_for_checkpoint(
         data_dir: where to look for the dataset first (default: the checkpoint's).
         out: ``surface.npz`` path, or a folder to write ``surface.npz`` in; saved after every chunk.
         resume: finish the partial surface at ``out`` (same request required).
+        progress: called with a ``"surface"`` :class:`~fedtrain.progress.Progress` in ``"grid points"`` before
+            the first pass (done: the points a resumed file has) and after every pass (``detail`` ``"pass k/n"``).
 
     Returns:
         The complete surface (NumPy arrays, whatever the device); metadata records checkpoints and
@@ -314,7 +319,7 @@ def surface_for_checkpoint(
         CheckpointError: unreadable checkpoints, checkpoints of different architectures, or three on one line.
     """
     return _surface(checkpoint, settings, resolve_device(settings.device), interpolate=interpolate, plane=plane,
-                    data_dir=data_dir, out=out, resume=resume)
+                    data_dir=data_dir, out=out, resume=resume, progress=progress)
 
 
 def _surface(
@@ -327,6 +332,7 @@ def _surface(
     data_dir: str | os.PathLike[str] | None,
     out: str | os.PathLike[str] | None,
     resume: bool,
+    progress: ProgressCallback | None = None,
 ) -> Surface:
     """:func:`surface_for_checkpoint` on a resolved device."""
     slice_ = slice_for(checkpoint, settings, interpolate=interpolate, plane=plane)
@@ -341,16 +347,39 @@ def _surface(
     check_same_request(partial, request, target)
     directions = _directions(slice_, models, settings, train, device)
     check_same_directions(partial, directions, target)
+    coordinates = _coordinates(slice_, settings, directions)
+    on_chunk = _chunk_listener(target, progress, math.prod(len(c) for c in coordinates), passes.points_per_pass, partial)
     surface = compute_surface(
-        models[0][1], directions, _coordinates(slice_, settings, directions), data,
+        models[0][1], directions, coordinates, data,
         bn=settings.bn, recalibration_inputs=None if train is None else train[0], batch_size=passes.batch_size,
         points_per_pass=passes.points_per_pass, method=settings.method, resume_from=partial,
-        on_chunk=None if target is None else (lambda s: save_surface(s, target)),
+        on_chunk=on_chunk,
         metadata=_provenance(request, models, dataset, settings, passes, device_runs(partial, device)), device=device,
     )
     if target is not None:
         save_surface(surface, target)
     return surface
+
+
+def _chunk_listener(target: Path | None, progress: ProgressCallback | None, num_points: int, points_per_pass: int,
+                    partial: Surface | None) -> Callable[[Surface], None] | None:
+    """What follows every pass: the partial surface saved to ``target``, then a progress event; ``None`` if neither."""
+    if target is None and progress is None:
+        return None
+    passes = math.ceil(num_points / points_per_pass)
+
+    def event(done: int) -> Progress:
+        return Progress("surface", done, num_points, "grid points", detail=f"pass {math.ceil(done / points_per_pass)}/{passes}",
+                        hint="Shorter: fewer --steps (points grow as steps^2) or --samples (each point is one pass over them).")
+
+    report(progress, event(0 if partial is None else int(np.count_nonzero(partial.done))))
+
+    def after_pass(surface: Surface) -> None:
+        if target is not None:
+            save_surface(surface, target)
+        report(progress, event(int(np.count_nonzero(surface.done))))
+
+    return after_pass
 
 
 def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -371,6 +400,7 @@ def surfaces_for_checkpoints(
     plane: Sequence[str | os.PathLike[str]] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, tuple[Path, Surface]]:
     """:func:`surface_for_checkpoint` for each checkpoint (same directions seed, grid and data).
 
@@ -384,6 +414,7 @@ def surfaces_for_checkpoints(
         plane: two more checkpoints spanning a plane with the one checkpoint.
         data_dir: where to look for the dataset first (default: each checkpoint's).
         resume: finish the partial surfaces under ``out``.
+        progress: each surface's progress (see :func:`surface_for_checkpoint`), its label leading ``detail`` when several.
 
     Returns:
         label -> (surface file, surface).
@@ -400,7 +431,13 @@ def surfaces_for_checkpoints(
     results = {}
     for label, path in zip(labels, checkpoints):
         target = Path(out) / "surface.npz" if len(checkpoints) == 1 else Path(out) / label.replace("/", "_") / "surface.npz"
+        labelled = progress if progress is None or len(checkpoints) == 1 else _labelled(progress, label)
         surface = _surface(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
-                           out=target, resume=resume)
+                           out=target, resume=resume, progress=labelled)
         results[label] = (target, surface)
     return results
+
+
+def _labelled(progress: ProgressCallback, label: str) -> ProgressCallback:
+    """``progress`` with ``label`` leading each event's detail."""
+    return lambda event: progress(replace(event, detail=f"{label} {event.detail}"))
