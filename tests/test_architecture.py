@@ -2,7 +2,7 @@
 
 Every ``import`` of ``src/fedtrain``, ``src/landscape`` and ``cli`` (the package ``fedlandscape_cli``) is
 read with :mod:`ast`, at module level and inside functions, relative imports resolved. The floors, lowest
-first: ``fedtrain`` < ``landscape.hessian`` < ``landscape.surface`` < ``landscape.plots`` <
+first: ``fedtrain`` < ``landscape.hessian`` < ``landscape.surface`` < ``landscape.federated`` < ``landscape.plots`` <
 ``landscape.report`` < ``fedlandscape_cli``; an arrow may only point down, and nothing but the CLI
 imports the paper pipeline (``landscape.report``).
 """
@@ -41,14 +41,16 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule(("fedtrain",), ("landscape", CLI), "training sits below every analysis and the CLI"),
-    Rule(("landscape.hessian", "landscape.surface"), ("landscape.plots", "landscape.report", CLI),
+    Rule(("landscape.hessian", "landscape.surface", "landscape.federated"), ("landscape.plots", "landscape.report", CLI),
          "numerics never import figures, the paper pipeline or the CLI"),
+    Rule(("landscape.hessian", "landscape.surface"), ("landscape.federated",),
+         "federated curvature sits above the Hessian engine and loss surfaces"),
     Rule(("landscape.plots",), ("landscape.report", CLI), "figures sit below the paper pipeline and the CLI"),
     Rule(LIBRARY, (CLI, "click"), "the library never imports the CLI or click"),
     Rule(("landscape.hessian",), ("landscape.surface",), "the Hessian engine sits below loss surfaces"),
     Rule(("",), ("landscape.report",), "only the CLI imports the paper pipeline", allowed=(CLI, "landscape.report")),
 )
-TORCH_FREE = ("landscape.settings", "fedtrain.config")
+TORCH_FREE = ("landscape.settings", "fedtrain.config", "landscape.federated.settings")
 
 
 @dataclass(frozen=True)

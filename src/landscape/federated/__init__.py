@@ -1,0 +1,1 @@
+"""Federated curvature: per-client and pooled Hessians, client drift and the drift plane of a federated checkpoint."""
