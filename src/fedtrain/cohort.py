@@ -245,7 +245,9 @@ def _perturbation(
 def _make_step(worker: nn.Module, names: Sequence[str], cfg: ClientConfig, masked: bool) -> Callable[..., tuple]:
     """One local step of one client as a pure function; vmapped over the clients by the caller.
 
-    The step maps ``(params, momentum, x, y, weights, active)`` to ``(params, momentum, loss)``.
+    The step maps ``(params, momentum, x, y, weights, active, lr)`` to ``(params, momentum, loss)``. The
+    learning rate is a tensor argument, not a constant of the function, so a compiled step serves every
+    round of a run (the SWA cycle changes it) without recompiling.
     """
     mask = weight_mask(names)
 
@@ -255,7 +257,9 @@ def _make_step(worker: nn.Module, names: Sequence[str], cfg: ClientConfig, maske
             return F.cross_entropy(logits, y)
         return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
 
-    def step(params: dict, momentum: dict, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, active: torch.Tensor) -> tuple:
+    def step(
+        params: dict, momentum: dict, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, active: torch.Tensor, lr: torch.Tensor
+    ) -> tuple:
         grads, loss = grad_and_value(loss_fn)(params, x, y, weights)
         if cfg.optimizer != "sgd":
             values = [params[n] for n in names]
@@ -267,7 +271,7 @@ def _make_step(worker: nn.Module, names: Sequence[str], cfg: ClientConfig, maske
             if cfg.momentum != 0:
                 d = momentum[n] * cfg.momentum + d
                 new_momentum[n] = torch.where(active, d, momentum[n])
-            new_params[n] = torch.where(active, torch.add(params[n], d, alpha=-cfg.lr), params[n])
+            new_params[n] = torch.where(active, params[n] - lr * d, params[n])
         return new_params, new_momentum, loss
 
     return step
@@ -314,11 +318,12 @@ def _train_chunk(
     params = {n: global_state[n].detach().unsqueeze(0).expand(k, *global_state[n].shape).clone() for n in names}
     momentum = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.momentum != 0 else {}
     device = params[names[0]].device
+    lr = torch.tensor(cfg.lr, dtype=params[names[0]].dtype, device=device)
     loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
     num_steps = torch.zeros(k, dtype=torch.int64, device=device)
     for x, y, weights, active, counts in _cohort_batches(shards, cfg, generators):
         masked = weights is not None
-        params, new_momentum, loss = steps[masked](params, momentum, x, y, weights if masked else counts, active)
+        params, new_momentum, loss = steps[masked](params, momentum, x, y, weights if masked else counts, active, lr)
         momentum = new_momentum if cfg.momentum != 0 else momentum
         loss_sum += torch.where(active, loss.detach().to(torch.float64) * counts, 0.0)
         num_steps += active
@@ -384,8 +389,8 @@ def cohort_update(
     worker.train()
     steps = {}
     for masked in (False, True):
-        # in_dims: params, momentum, x, y, weights (row counts when unmasked: unused), active
-        fn = vmap(_make_step(worker, names, cfg, masked), in_dims=(0, 0, 0, 0, 0, 0))
+        # in_dims: params, momentum, x, y, weights (row counts when unmasked: unused), active; lr is shared
+        fn = vmap(_make_step(worker, names, cfg, masked), in_dims=(0, 0, 0, 0, 0, 0, None))
         steps[masked] = torch.compile(fn, dynamic=False) if settings.compile else fn
     device = shards[0].device
     sample = shards[0].normalize(shards[0].images[:1])

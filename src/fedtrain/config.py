@@ -30,6 +30,8 @@ __all__ = [
     "DEVICE_SPEC",
     "check_device_spec",
     "TrainConfig",
+    "MAX_SEED",
+    "check_seed",
     "preset_config",
     "load_config_file",
     "resolve_config",
@@ -63,6 +65,90 @@ def check_device_spec(spec: object) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
+# torch.Generator.manual_seed takes at most 2**64 - 1 and NumPy any integer >= 0: 2**63 - 1 leaves room for the
+# seeds derived by adding to it (seed + 1, seed + 2 of a Hessian analysis) and is a signed 64-bit integer everywhere.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` itself when it is an integer in ``0 .. 2**63 - 1`` (:data:`MAX_SEED`), the seeds every generator takes.
+
+    Raises:
+        ConfigError: anything else (a bool, a float, a string, a negative or too large integer).
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be an integer from 0 to 2**63 - 1 "
+                          f"({MAX_SEED}), got {shown_value(seed)}. Seeds are recorded with the results; pick another.")
+    return seed
+
+
+def shown_value(value: object, width: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``width`` characters; a huge integer (whose repr Python refuses) by its size."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    shown = repr(value)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, never a count to us
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_AT_LEAST_1 = ("an integer >= 1", lambda v: _is_int(v) and v >= 1)
+_AT_LEAST_0 = ("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+_POSITIVE = ("a finite number > 0", lambda v: _is_number(v) and v > 0)
+_NON_NEGATIVE = ("a finite number >= 0", lambda v: _is_number(v) and v >= 0)
+_NAME = ("a name (a string)", lambda v: isinstance(v, str))
+# What each setting must be, checked in field order before anything is derived from the values, so a value
+# of the wrong type (a string from a config file, a bool where a count belongs) is named, not a traceback.
+_RULES: dict[str, tuple[str, Any]] = {
+    "dataset": _NAME, "model": _NAME, "partition": _NAME, "algorithm": _NAME, "swa_collect": _NAME,
+    "data_dir": ("a folder path (a string) or null", lambda v: v is None or isinstance(v, str)),
+    "model_kwargs": ("a mapping of model options with string keys", lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v)),
+    "alpha": ("a finite number >= 0 or null", lambda v: v is None or (_is_number(v) and v >= 0)),
+    "num_clients": _AT_LEAST_1,
+    "samples_per_client": ("an integer >= 1 or null (all samples split evenly)", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "rho": ("a finite number >= 0 or null (the algorithm's default)", lambda v: v is None or (_is_number(v) and v >= 0)),
+    "eta": _NON_NEGATIVE,
+    "swa": ("true or false", lambda v: isinstance(v, bool)),
+    "swa_start": ("a fraction in [0, 1) or a whole round number",
+                  lambda v: _is_number(v) and v >= 0 and (v < 1 or float(v).is_integer())),
+    "swa_c": _AT_LEAST_1, "swa_lr": _NON_NEGATIVE,
+    "rounds": _AT_LEAST_1, "clients_per_round": _AT_LEAST_1, "local_epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1,
+    "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE,
+    "momentum": ("a finite number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "server_lr": _POSITIVE,
+    "server_momentum": ("a finite number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "eval_every": _AT_LEAST_1, "eval_last": _AT_LEAST_0,
+    "eval_examples": ("an integer >= 1 or null (the whole test set)", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "last_k": _AT_LEAST_1, "checkpoint_every": _AT_LEAST_0,
+    "checkpoint_rounds": ("a list of round numbers (integers >= 1)",
+                          lambda v: isinstance(v, (list, tuple)) and all(_is_int(r) and r >= 1 for r in v)),
+    "preset": ("null or a preset name (quick, paper-cifar10)", lambda v: v is None or (isinstance(v, str) and v in PRESETS)),
+}
+_FLAGS = {"model_kwargs": "config key model_kwargs", "checkpoint_rounds": "--checkpoint-round"}
+
+
+def _check_values(config: TrainConfig) -> None:
+    """Every setting of ``config`` has its type, is finite and in range (:data:`_RULES`), and the seed is one a generator takes.
+
+    Raises:
+        ConfigError: the first setting that is not, with its flag, the value and what it must be.
+    """
+    for f in dataclasses.fields(config):
+        if f.name in _RULES:
+            words, ok = _RULES[f.name]
+            value = getattr(config, f.name)
+            if not ok(value):
+                flag = _FLAGS.get(f.name, f"--{f.name.replace('_', '-')}")
+                raise ConfigError(f"{f.name} ({flag}) must be {words}, got {shown_value(value)}.")
+    check_seed(config.seed)
+
+
     """Every setting of a federated training run (defaults: the paper's CIFAR-10 hyper-parameters, 100 rounds).
 
     Attributes:
@@ -142,6 +228,7 @@ class TrainConfig:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         object.__setattr__(self, "checkpoint_rounds", tuple(sorted({int(r) for r in self.checkpoint_rounds})))
         self._validate()
+        _check_values(self)
 
     def _validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -160,24 +247,8 @@ class TrainConfig:
              f"Unknown partition scheme {self.partition!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
         need(self.algorithm in ALGORITHMS, f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         need(self.swa_collect in SWA_COLLECT_MODES, f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
-        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "num_clients", "eval_every", "last_k", "swa_c"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {getattr(self, name)!r}.")
-        for name in ("eval_last", "checkpoint_every"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, f"{name} (--{name.replace('_', '-')}) must be an integer >= 0, got {getattr(self, name)!r}.")
+        # each value's type and range were checked by _check_values; what follows ties settings together
         need(self.clients_per_round <= self.num_clients, f"clients_per_round ({self.clients_per_round}) cannot exceed num_clients ({self.num_clients}).")
-        for name in ("lr", "server_lr"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{name} (--{name.replace('_', '-')}) must be a finite number > 0, got {value!r}.")
-        for name in ("weight_decay", "momentum", "server_momentum", "eta", "swa_lr"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, f"{name} (--{name.replace('_', '-')}) must be a finite number >= 0, got {value!r}.")
-        need(self.momentum < 1 and self.server_momentum < 1, "momentum and server_momentum must be < 1.")
-        if self.algorithm != "fedavg":
-            need(self.rho is not None and math.isfinite(self.rho) and self.rho >= 0, f"rho (--rho) must be a finite number >= 0, got {self.rho!r}.")
-        need(self.eval_examples is None or self.eval_examples >= 1, f"eval_examples must be >= 1, got {self.eval_examples}.")
-        start = self.swa_start
-        need(isinstance(start, (int, float)) and start >= 0 and (start < 1 or float(start).is_integer()),
-             f"swa_start (--swa-start) must be a fraction in [0, 1) or a whole round number, got {start!r}.")
         if self.swa:
             need(self.swa_start_round < self.rounds, f"SWA would start at round {self.swa_start_round}, at or after the last round ({self.rounds}); lower --swa-start.")
 
@@ -190,6 +261,11 @@ class TrainConfig:
     @property
     def swa_start_round(self) -> int:
         """The 0-indexed round at which SWA starts (``int(0.75 * rounds)`` by default, as the reference)."""
+        need(not self.checkpoint_rounds or self.checkpoint_rounds[-1] <= self.rounds,
+             f"checkpoint_rounds (--checkpoint-round) {list(self.checkpoint_rounds)} include rounds after the last "
+             f"({self.rounds}), whose checkpoints would never be written; drop them or raise --rounds.")
+        need(self.partition == "iid" or self.alpha is not None,
+             f"partition {self.partition!r} needs alpha (--alpha), the Dirichlet concentration (0: one class per client); got none.")
         return int(self.swa_start * self.rounds) if self.swa_start < 1 else int(self.swa_start)
 
     def evaluates_at(self, round: int) -> bool:

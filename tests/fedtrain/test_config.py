@@ -144,3 +144,59 @@ def test_the_device_is_a_spec_recorded_as_given_and_auto_by_default():
         cfg = TrainConfig(device=spec, deterministic=True)
         assert cfg.to_dict()["device"] == spec and TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k not in ("device", "deterministic")}) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"checkpoint_rounds": "abc"}, r"checkpoint_rounds \(--checkpoint-round\) must be a list of round numbers"),
+        ({"checkpoint_rounds": [2.5]}, r"checkpoint_rounds \(--checkpoint-round\) must be a list of round numbers"),
+        ({"checkpoint_rounds": [True]}, r"checkpoint_rounds \(--checkpoint-round\) must be a list of round numbers"),
+        ({"checkpoint_rounds": [5, 200], "rounds": 100}, r"\[5, 200\] include rounds after the last \(100\)"),
+        ({"data_dir": 5}, r"data_dir \(--data-dir\) must be a folder path \(a string\) or null, got 5"),
+        ({"alpha": "abc"}, r"alpha \(--alpha\) must be a finite number >= 0 or null, got 'abc'"),
+        ({"alpha": float("nan")}, r"alpha \(--alpha\) must be a finite number >= 0"),
+        ({"alpha": -1.0}, r"alpha \(--alpha\) must be a finite number >= 0"),
+        ({"alpha": None}, r"partition 'dirichlet' needs alpha \(--alpha\)"),
+        ({"model_kwargs": "abc"}, r"model_kwargs \(config key model_kwargs\) must be a mapping of model options"),
+        ({"rounds": True}, r"rounds \(--rounds\) must be an integer >= 1, got True"),
+        ({"num_clients": 10.0}, r"num_clients \(--num-clients\) must be an integer >= 1, got 10.0"),
+        ({"samples_per_client": 0}, r"samples_per_client \(--samples-per-client\) must be an integer >= 1 or null"),
+        ({"eval_examples": "x"}, r"eval_examples \(--eval-examples\) must be an integer >= 1 or null"),
+        ({"lr": float("nan")}, r"lr \(--lr\) must be a finite number > 0, got nan"),
+        ({"lr": float("inf")}, r"lr \(--lr\) must be a finite number > 0, got inf"),
+        ({"lr": True}, r"lr \(--lr\) must be a finite number > 0, got True"),
+        ({"weight_decay": "0.1"}, r"weight_decay \(--weight-decay\) must be a finite number >= 0, got '0.1'"),
+        ({"momentum": 1.0}, r"momentum \(--momentum\) must be a finite number in \[0, 1\)"),
+        ({"server_momentum": float("nan")}, r"server_momentum \(--server-momentum\) must be a finite number in \[0, 1\)"),
+        ({"rho": float("nan")}, r"rho \(--rho\) must be a finite number >= 0"),  # FedAvg too: a rho is never nonsense
+        ({"swa": "yes"}, r"swa \(--swa\) must be true or false, got 'yes'"),
+        ({"swa_start": True}, r"swa_start \(--swa-start\) must be a fraction in \[0, 1\) or a whole round number"),
+        ({"swa_start": float("inf")}, r"swa_start \(--swa-start\) must be a fraction"),
+        ({"seed": -1}, r"seed \(--seed\) must be an integer from 0 to 2\*\*63 - 1 \(9223372036854775807\), got -1"),
+        ({"seed": 2**63}, r"seed \(--seed\) must be an integer from 0 to 2\*\*63 - 1"),
+        ({"seed": 2**70}, r"got 1180591620717411303424"),
+        ({"seed": 2**20000}, r"got an integer of 20001 bits"),  # its repr would be refused by Python itself
+        ({"seed": 1.5}, r"seed \(--seed\) must be an integer"),
+        ({"seed": "3"}, r"seed \(--seed\) must be an integer"),
+        ({"algorithm": ["fedsam"]}, r"algorithm \(--algorithm\) must be a name \(a string\)"),
+        ({"preset": "huge"}, r"preset \(--preset\) must be null or a preset name"),
+    ],
+)
+def test_every_setting_has_its_type_finiteness_and_range_checked(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), **changes})
+
+
+def test_the_seed_range_is_exactly_what_the_generators_take():
+    import numpy as np
+    import torch
+
+    from fedtrain.config import MAX_SEED, check_seed
+
+    assert TrainConfig(seed=MAX_SEED).seed == MAX_SEED and check_seed(0) == 0
+    torch.Generator().manual_seed(MAX_SEED + 2)  # the largest seed a Hessian analysis derives
+    np.random.default_rng(MAX_SEED + 2)
+    with pytest.raises(ValueError, match="Overflow"):  # what --seed 2**70 hit before the record refused it
+        torch.Generator().manual_seed(2**70)
+    assert TrainConfig(partition="iid", alpha=None).alpha is None and TrainConfig(checkpoint_rounds=[100]).checkpoint_rounds == (100,)
