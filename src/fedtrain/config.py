@@ -29,9 +29,9 @@ __all__ = [
     "SWA_FIELDS",
     "DEVICE_SPEC",
     "check_device_spec",
-    "TrainConfig",
     "MAX_SEED",
     "check_seed",
+    "TrainConfig",
     "preset_config",
     "load_config_file",
     "resolve_config",
@@ -63,8 +63,6 @@ def check_device_spec(spec: object) -> str:
     return spec
 
 
-@dataclass(frozen=True)
-class TrainConfig:
 # torch.Generator.manual_seed takes at most 2**64 - 1 and NumPy any integer >= 0: 2**63 - 1 leaves room for the
 # seeds derived by adding to it (seed + 1, seed + 2 of a Hessian analysis) and is a signed 64-bit integer everywhere.
 MAX_SEED = 2**63 - 1
@@ -149,6 +147,8 @@ def _check_values(config: TrainConfig) -> None:
     check_seed(config.seed)
 
 
+@dataclass(frozen=True)
+class TrainConfig:
     """Every setting of a federated training run (defaults: the paper's CIFAR-10 hyper-parameters, 100 rounds).
 
     Attributes:
@@ -222,13 +222,13 @@ def _check_values(config: TrainConfig) -> None:
     rho_given: bool = field(init=False, default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check_values(self)
         object.__setattr__(self, "rho_given", self.rho is not None)
         if self.rho is None and self.algorithm in DEFAULT_RHO:
             object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         object.__setattr__(self, "checkpoint_rounds", tuple(sorted({int(r) for r in self.checkpoint_rounds})))
         self._validate()
-        _check_values(self)
 
     def _validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -251,6 +251,11 @@ def _check_values(config: TrainConfig) -> None:
         need(self.clients_per_round <= self.num_clients, f"clients_per_round ({self.clients_per_round}) cannot exceed num_clients ({self.num_clients}).")
         if self.swa:
             need(self.swa_start_round < self.rounds, f"SWA would start at round {self.swa_start_round}, at or after the last round ({self.rounds}); lower --swa-start.")
+        need(not self.checkpoint_rounds or self.checkpoint_rounds[-1] <= self.rounds,
+             f"checkpoint_rounds (--checkpoint-round) {list(self.checkpoint_rounds)} include rounds after the last "
+             f"({self.rounds}), whose checkpoints would never be written; drop them or raise --rounds.")
+        need(self.partition == "iid" or self.alpha is not None,
+             f"partition {self.partition!r} needs alpha (--alpha), the Dirichlet concentration (0: one class per client); got none.")
 
     # --- derived values (computed, never cached) ---------------------------------------------------
     @property
@@ -261,11 +266,6 @@ def _check_values(config: TrainConfig) -> None:
     @property
     def swa_start_round(self) -> int:
         """The 0-indexed round at which SWA starts (``int(0.75 * rounds)`` by default, as the reference)."""
-        need(not self.checkpoint_rounds or self.checkpoint_rounds[-1] <= self.rounds,
-             f"checkpoint_rounds (--checkpoint-round) {list(self.checkpoint_rounds)} include rounds after the last "
-             f"({self.rounds}), whose checkpoints would never be written; drop them or raise --rounds.")
-        need(self.partition == "iid" or self.alpha is not None,
-             f"partition {self.partition!r} needs alpha (--alpha), the Dirichlet concentration (0: one class per client); got none.")
         return int(self.swa_start * self.rounds) if self.swa_start < 1 else int(self.swa_start)
 
     def evaluates_at(self, round: int) -> bool:
