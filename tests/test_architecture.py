@@ -49,6 +49,7 @@ RULES: tuple[Rule, ...] = (
     Rule(LIBRARY, (CLI, "click"), "the library never imports the CLI or click"),
     Rule(("landscape.hessian",), ("landscape.surface",), "the Hessian engine sits below loss surfaces"),
     Rule(("",), ("landscape.report",), "only the CLI imports the paper pipeline", allowed=(CLI, "landscape.report")),
+    Rule(("",), ("flwr", "ray"), "only fedtrain.flower talks to Flower (an optional extra)", allowed=("fedtrain.flower",)),
 )
 TORCH_FREE = ("landscape.settings", "fedtrain.config", "landscape.federated.settings")
 
