@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "train", "Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints."),
     "hessian": ("hessian", "hessian", "Top Hessian eigenvalues, trace and eigenvalue density of a checkpoint."),
     "plot-surface": ("surface", "plot_surface", "Filter-normalised loss surfaces, interpolations and model planes."),
+    "clients": ("clients", "clients", "Per-client and pooled Hessians, client drift and the drift plane of federated checkpoints."),
     "figures": ("figures", "figures", "Assemble paper-style figures and tables from finished runs."),
     "reproduce": ("reproduce", "reproduce", "Run the paper's sharp-versus-flat comparison end to end."),
 }
