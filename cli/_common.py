@@ -67,3 +67,50 @@ def progress_printer(quiet: bool) -> Any:
     from fedtrain.progress import ProgressPrinter
 
     return ProgressPrinter(sys.stderr, quiet=quiet)
+
+
+def foreign_model_options(func: F) -> F:
+    """``--model``, ``--model-kwargs``, ``--dataset``, ``--data``: analyse a plain ``state_dict`` file trained elsewhere."""
+    options = [
+        click.option("--model", "foreign_model", default=None, metavar="cnn|mlp|resnet18-gn|package.module:factory",
+                     help="Read the file as a plain PyTorch state_dict of this model: a built-in one, or your own class or "
+                          "function (its module importable from the working directory or PYTHONPATH). Needs --dataset or --data."),
+        click.option("--model-kwargs", "foreign_model_kwargs", default=None, metavar="JSON",
+                     help='Arguments of --model as a JSON object, e.g. \'{"hidden": [64]}\' (built-in models take input_shape '
+                          "and num_classes from the data)."),
+        click.option("--dataset", "foreign_dataset", default=None, metavar="NAME",
+                     help="The data of a --model state_dict: a dataset of this toolkit (fashion-mnist, cifar10, synthetic, ...)."),
+        click.option("--data", "foreign_data", default=None, metavar="package.module:loader",
+                     help="The data of a --model state_dict: your function returning (inputs, labels) tensors ready for the "
+                          "model; called with 'train'/'test' when it takes an argument."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def foreign_spec(model: str | None, model_kwargs: str | None, dataset: str | None, data: str | None) -> Any:
+    """The ``ForeignSpec`` of :func:`foreign_model_options`, or ``None`` for a toolkit checkpoint.
+
+    Raises:
+        ConfigError: data or arguments without ``--model``, or ``--model-kwargs`` that is not a JSON object.
+    """
+    import json
+
+    from fedtrain.errors import ConfigError
+    from fedtrain.foreign import ForeignSpec
+
+    if model is None:
+        given = [name for name, value in (("--model-kwargs", model_kwargs), ("--dataset", dataset), ("--data", data)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} describe a plain state_dict file and need --model too (a toolkit "
+                              "checkpoint knows its model and data).")
+        return None
+    try:
+        kwargs = json.loads(model_kwargs) if model_kwargs is not None else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-kwargs is not valid JSON ({err.msg} at character {err.pos}): write a JSON object, "
+                          'e.g. \'{"hidden": [64]}\'.') from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object of keyword arguments, got {type(kwargs).__name__}.")
+    return ForeignSpec(model=model, model_kwargs=kwargs, dataset=dataset, data=data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -23,10 +24,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
 
     A crash at any moment leaves either the old file or the new one, never a half-written file.
+
+    Raises:
+        OutputError: the operating system refused the write (no space, permission, a path below a regular
+            file, a folder in the way); the message names the path and says what was kept.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise write_error(target, err) from None
     try:
         # mkstemp creates the file private (0600); give it the permissions of an ordinary new file.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -35,9 +43,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(target, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(target: str | os.PathLike[str], err: OSError, *, folder: bool = False) -> OutputError:
+    """The one-paragraph error for a refused write of ``target`` (a file, or a ``folder``): the path, the cause, what was kept, what to do."""
+    target = Path(target)
+    blocking = next((p for p in ((target,) if folder else ()) + (target.parent, *target.parent.parents)
+                     if p.exists() and not p.is_dir()), None)
+    reason = err.strerror or str(err) or type(err).__name__
+    if blocking is not None:
+        cause = f"{blocking} is a regular file, not a folder, so nothing can be written below it"
+    elif target.is_dir() and not folder:
+        cause = "a folder of that name is in the way"
+    else:
+        cause = {errno.ENOSPC: f"no space left on the device ({reason})", errno.EDQUOT: f"the disk quota is exhausted ({reason})",
+                 errno.EACCES: f"permission denied ({reason})", errno.EROFS: f"the filesystem is read-only ({reason})"}.get(err.errno, reason)
+    kept = "the previous file there is kept intact" if target.is_file() and not folder else "nothing was written there"
+    return OutputError(
+        f"Cannot write {target}: {cause}; {kept}, and every file written before is complete "
+        "(each is written to a temporary file and renamed). Free space, fix the permissions or choose another "
+        "output path, then run the command again (--resume continues a run or a surface where it stopped)."
+    )
 
 
 def _umask() -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fedtrain.errors import DirectoryBusyError
+from fedtrain.io import write_error
 
 __all__ = ["LOCK_NAME", "LockHolder", "DirectoryLock"]
 
@@ -116,9 +117,12 @@ class DirectoryLock:
 
     def __enter__(self) -> DirectoryLock:
         self._created = _missing_dirs(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as err:
+                raise write_error(self.directory, err, folder=True) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
