@@ -176,6 +176,9 @@ class TrainConfig:
             ``sequential`` (one after another, the reference), ``vmap`` (all together, equal up to float32
             rounding) or ``auto`` (vmap on CUDA, sequential on the CPU, as measured); at most ``cohort_chunk``
             clients per vectorised computation (0: as many as fit); ``torch.compile`` of the vectorised step.
+        observers: what is measured on the global model while it trains, ``{name: settings}`` (e.g.
+            ``{"sharpness": {...}}`` from ``--track-sharpness``): recorded so a resume rebuilds the same
+            observers (:mod:`fedtrain.observers`); it never changes the training numbers.
     """
 
     dataset: str = "fashion-mnist"
@@ -216,6 +219,7 @@ class TrainConfig:
     cohort: str = "auto"
     cohort_chunk: int = 0
     cohort_compile: bool = False
+    observers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Whether rho came from the user (not the algorithm's default): ``replace`` must keep a given rho even
     # when it equals another algorithm's default, and re-resolve a defaulted one. Not a setting: neither
     # compared nor serialised.
@@ -227,6 +231,8 @@ class TrainConfig:
         if self.rho is None and self.algorithm in DEFAULT_RHO:
             object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        if isinstance(self.observers, Mapping) and all(isinstance(v, Mapping) for v in self.observers.values()):
+            object.__setattr__(self, "observers", {str(k): dict(v) for k, v in self.observers.items()})
         object.__setattr__(self, "checkpoint_rounds", tuple(sorted({int(r) for r in self.checkpoint_rounds})))
         self._validate()
 
@@ -236,6 +242,8 @@ class TrainConfig:
                 raise ConfigError(message)
 
         check_device_spec(self.device)
+        need(isinstance(self.observers, dict) and all(isinstance(v, dict) for v in self.observers.values()),
+             f"observers must map observer names to their settings, got {self.observers!r}.")
         need(isinstance(self.deterministic, bool), f"deterministic (--deterministic) must be true or false, got {self.deterministic!r}.")
         need(self.cohort in COHORT_MODES, f"cohort (--cohort) must be one of {', '.join(COHORT_MODES)}, got {self.cohort!r}.")
         need(isinstance(self.cohort_chunk, int) and not isinstance(self.cohort_chunk, bool) and self.cohort_chunk >= 0,

@@ -55,6 +55,7 @@ from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
 from fedtrain.lock import LOCK_NAME, DirectoryLock
 from fedtrain.models import build_model, count_parameters
+from fedtrain.observers import ObserverHook, RoundObserver, check_observers
 from fedtrain.partition import Partition, make_partition, save_partition
 from fedtrain.round import RoundData, RoundMetrics, federated_round
 from fedtrain.run_files import check_metrics, config_from_record, read_run_config
@@ -70,7 +71,7 @@ TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the 
 _RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
 # Where the data are and what computes the run may change between sessions (another machine, another GPU).
 _IGNORED_ON_RESUME = ("data_dir", "device", "deterministic")
-_IGNORED_ON_BRANCH = (*SWA_FIELDS, *_IGNORED_ON_RESUME, "preset", "checkpoint_every", "checkpoint_rounds")
+_IGNORED_ON_BRANCH = (*SWA_FIELDS, *_IGNORED_ON_RESUME, "preset", "checkpoint_every", "checkpoint_rounds", "observers")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class _RunLog:
     rounds_done: int = 0
     saved_round: int | None = None
     time_at_last_eval: float = field(default_factory=time.perf_counter)
+    observers: dict[str, Any] = field(default_factory=dict)  # each observer's state_dict, for the checkpoints
 
     @property
     def elapsed(self) -> float:
@@ -264,6 +266,7 @@ def train(
     progress: Callable[[dict[str, Any]], None] | None = None,
     round_fn: RoundFn = federated_round,
     threads: int | None = None,
+    observers: Sequence[RoundObserver] = (),
 ) -> dict[str, Any]:
     """Train a federated run into ``out_dir`` and return its summary.
 
@@ -287,6 +290,8 @@ def train(
             process by default; :mod:`fedtrain.flower` passes one that sends the clients' work to Flower nodes.
         threads: torch's CPU thread count for the run (restored after it); ``None``: torch's current one, or
             on ``resume`` the one recorded in ``latest.pt``.
+        observers: measurements of the global model after chosen rounds, merged into their metrics records
+            (:mod:`fedtrain.observers`); they must match ``config.observers``, and their states are checkpointed.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -309,7 +314,7 @@ def train(
         _check_dir(paths, resume=resume, overwrite=overwrite)
         with run_numerics(device, deterministic=config.deterministic, threads=threads):
             return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress, round_fn=round_fn,
-                          overwrite=overwrite)
+                          overwrite=overwrite, observers=observers)
 
 
 def _train(
@@ -322,8 +327,10 @@ def _train(
     progress: Callable[[dict[str, Any]], None] | None,
     round_fn: RoundFn = federated_round,
     overwrite: bool = False,
+    observers: Sequence[RoundObserver] = (),
 ) -> dict[str, Any]:
     """:func:`train` once the directory is checked, on ``device``, inside the run's numerics settings."""
+    check_observers(observers, config)
     dataset = load_dataset(config.dataset, config.data_dir)
     partition, model_kwargs = run_inputs(config, dataset)
     # Initialised on the CPU from the run's seed, then moved: every device starts from the same weights.
@@ -347,9 +354,12 @@ def _train(
     device_used = json_roundtrip(device_record(device))  # plain values (torch.__version__ is a str subclass weights_only refuses)
     hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, on_device, model_kwargs), progress, device_used)
     log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
+    observe = ObserverHook(observers, lambda: log.metrics, lambda: _write_metrics(paths, log.metrics), log.observers)
+    if observers and state.round > 0:  # continue the observers where the checkpoint left them
+        observe.restore(load_checkpoint(paths.latest if init_from is None else Path(init_from)).state.get("observers", {}))
     try:
         state = run_rounds(state, rounds=config.rounds, step=lambda s: round_fn(s, config, data, s.round),
-                           on_round_end=(hooks.evaluate, hooks.checkpoint, hooks.report))
+                           on_round_end=(hooks.evaluate, observe, hooks.checkpoint, hooks.report))
     except NonFiniteLossError as err:
         last = (f"the last good checkpoint is {paths.latest} (after round {log.saved_round})" if log.saved_round is not None
                 else "no checkpoint was written in this session")
@@ -505,6 +515,7 @@ def _checkpoint(
             "elapsed_seconds": log.elapsed,
             "rng": {"scheme": "blake2b(seed:purpose:round:client) per component; no stored generator state", "seed": config.seed},
             "device_used": device_used,
+            **({"observers": log.observers} if log.observers else {}),
         },
     )
 
