@@ -47,6 +47,7 @@ from fedtrain._numerics import run_numerics
 from fedtrain._seeds import derive_seed
 from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedtrain.client import ClientShard, NonFiniteLossError
+from fedtrain.cohort import cohort_record, cohort_settings
 from fedtrain.config import SWA_FIELDS, TrainConfig
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.device import device_record, resolve_device
@@ -375,6 +376,8 @@ def _train(
     if not paths.final.is_file():  # resumed a finished run, or finished before this session
         save_checkpoint(hooks.make_checkpoint(state), paths.final)
     summary = _summary(config, log, paths, partition.hash, count_parameters(initial), device_used)
+    # The mode a round actually ran (auto resolved on this device), and whether unequal batches were padded.
+    summary["cohort_used"] = cohort_record(cohort_settings(config, data.worker), [s.num_examples for s in data.shards], config.batch_size)
     write_json(paths.summary, summary)
     return summary
 

@@ -258,3 +258,46 @@ def test_the_record_says_the_mode_and_whether_steps_are_padded():
     assert cohort_record(vmap, [64, 128], 64)["unequal_steps"] == "masked-padding"
     assert cohort_record(CohortSettings(), [500, 499], 64)["unequal_steps"] == "n/a"
     assert json.loads(json.dumps(cohort_record(vmap, [3], 2))) == cohort_record(vmap, [3], 2)
+
+
+# --- a whole run in vmap mode -------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by the progress callback to interrupt a run after a chosen round."""
+
+
+def test_a_vmap_run_records_its_mode_and_an_interrupted_one_resumes_bit_identical(tmp_path):
+    from fedtrain.checkpoint import load_checkpoint
+    from fedtrain.run import TIMING_FIELDS, train
+
+    config = TrainConfig(dataset="synthetic", model="mlp", num_clients=6, samples_per_client=60, clients_per_round=3,
+                         rounds=6, batch_size=16, lr=0.05, momentum=0.5, algorithm="fedasam", swa=True, swa_start=2, swa_c=2,
+                         eval_every=3, checkpoint_every=2, seed=3, cohort="vmap", device="cpu")
+    summary = train(config, tmp_path / "full")
+    assert summary["cohort_used"] == {"mode": "vmap", "max_chunk": 0, "compile": False, "unequal_steps": "none"}
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["cohort"] == "vmap"
+
+    def stop_after_round_5(event: dict) -> None:
+        if event["round"] == 5:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "cut", progress=stop_after_round_5)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "latest.pt").round == 4  # really interrupted mid-run
+    train(None, tmp_path / "cut", resume=True)
+
+    a = load_checkpoint(tmp_path / "cut" / "checkpoints" / "final.pt")
+    b = load_checkpoint(tmp_path / "full" / "checkpoints" / "final.pt")
+    assert a.round == b.round == 6 and a.swa_count == b.swa_count > 0
+    for name in b.weights:
+        assert torch.equal(a.weights[name], b.weights[name]) and torch.equal(a.swa_weights[name], b.swa_weights[name])
+
+    def metrics(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
+
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "full") and len(metrics(tmp_path / "full")) == 2
+    sequential = train(config.replace(cohort="sequential"), tmp_path / "sequential")
+    assert sequential["cohort_used"]["mode"] == "sequential"
+    assert sequential["final_accuracy"] == pytest.approx(summary["final_accuracy"], abs=0.02)
