@@ -45,6 +45,7 @@ from landscape.federated.curvature import Curvature, curvature, hessian_settings
 from landscape.federated.drift import client_drift
 from landscape.federated.plane import drift_plane
 from landscape.federated.settings import ClientSettings
+from landscape.settings import HessianSettings
 from landscape.surface.record import Surface, save_surface
 
 __all__ = ["FORMAT", "ClientsReport", "run_partition", "analyze_clients", "write_clients"]
@@ -124,10 +125,6 @@ def _trainable(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def _loss(evaluator: nn.Module, state: dict[str, Tensor], inputs: Tensor, labels: Tensor) -> dict[str, float]:
-    return evaluate_state(evaluator, state, inputs, labels)
-
-
 @dataclass
 class _Context:
     """What every client's analysis shares: models, data on the device, the client optimiser and its round."""
@@ -165,14 +162,14 @@ class _Context:
         return local, update.delta, time.perf_counter() - start
 
 
-def _client(context: _Context, client: int, hessian: Any) -> tuple[dict[str, Any], dict[str, Tensor] | None, dict[str, Tensor] | None]:
+def _client(context: _Context, client: int, hessian: HessianSettings) -> tuple[dict[str, Any], dict[str, Tensor] | None, dict[str, Tensor] | None]:
     """One client's entry of the report, its local model and its update (``None`` without ``settings.local``)."""
     inputs, labels = context.samples(client)
     at_global = curvature(context.global_model, inputs, labels, hessian)
     entry: dict[str, Any] = {
         "client": client, "num_examples": context.partition.num_examples[client], "hessian_examples": int(labels.numel()),
         "label_histogram": context.partition.label_histograms[client].tolist(),
-        "global": {**at_global.to_dict(), **_loss(context.scratch, context.global_state, inputs, labels)},
+        "global": {**at_global.to_dict(), **evaluate_state(context.scratch, context.global_state, inputs, labels)},
     }
     local_state = delta = None
     hvps, seconds = at_global.hvps, at_global.seconds
@@ -180,7 +177,7 @@ def _client(context: _Context, client: int, hessian: Any) -> tuple[dict[str, Any
         local_state, delta, update_seconds = context.local_state(client)
         context.scratch.load_state_dict(local_state)
         at_local = curvature(context.scratch, inputs, labels, hessian)
-        entry["local"] = {**at_local.to_dict(), **_loss(context.scratch, local_state, inputs, labels),
+        entry["local"] = {**at_local.to_dict(), **evaluate_state(context.scratch, local_state, inputs, labels),
                           "update_seconds": update_seconds}
         hvps, seconds = hvps + at_local.hvps, seconds + at_local.seconds + update_seconds
     entry["hvps"], entry["seconds"] = hvps, seconds
@@ -264,7 +261,7 @@ def analyze_clients(
         "client_update": {"round": round_index, **asdict(context.client_config),
                           "generator": "fedtrain.round.client_generator(run seed, round, client)"},
         "clients": entries,
-        "pooled": {**pooled.to_dict(), **_loss(context.scratch, context.global_state, pooled_inputs, pooled_labels)},
+        "pooled": {**pooled.to_dict(), **evaluate_state(context.scratch, context.global_state, pooled_inputs, pooled_labels)},
         "gap": local_global_gap([e["global"]["eigenvalues"][0] for e in entries],
                                 [e["hessian_examples"] for e in entries], pooled.lambda_max),
         "seeds": {"clients": settings.seed, "client_samples": f"derive_seed({settings.seed}, 'client-samples', client)",

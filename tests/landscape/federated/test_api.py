@@ -175,3 +175,17 @@ def test_plane_clients_must_exist(run_dir):
         analyze_clients(run_dir / "checkpoints" / "final.pt", ClientSettings(plane_clients=(1, 9), device="cpu"))
     with pytest.raises(ConfigError, match="needs two clients"):
         analyze_clients(run_dir / "checkpoints" / "final.pt", ClientSettings(clients=1, device="cpu"))
+
+
+def test_every_device_gives_the_cpu_numbers(run_dir, device):
+    checkpoint = run_dir / "checkpoints" / "final.pt"
+    settings = ClientSettings(clients=2, samples_per_client=6, top_k=1, trace=False, plane_steps=3, device=str(device))
+    on_device = analyze_clients(checkpoint, settings).to_dict()
+    on_cpu = analyze_clients(checkpoint, ClientSettings(**{**settings.to_dict(), "plane_clients": None, "device": "cpu"})).to_dict()
+    assert on_device["device_used"]["device"].startswith(device.type)
+    for a, b in zip(on_device["clients"], on_cpu["clients"]):
+        assert a["client"] == b["client"]
+        for where in ("global", "local"):
+            assert a[where]["eigenvalues"] == pytest.approx(b[where]["eigenvalues"], rel=1e-4)
+        assert a["update_norm"] == pytest.approx(b["update_norm"], rel=1e-4)
+    assert on_device["plane"]["clients"] == on_cpu["plane"]["clients"]
