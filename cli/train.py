@@ -58,8 +58,12 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
               help="Where to train: auto (a GPU when there is one; the default), cpu, cuda or cuda:N. May change on --resume.")
 @click.option("--deterministic/--no-deterministic", default=None,
               help="On a GPU, deterministic kernels only (slower; resumes bit-identical). No effect on CPU numbers.")
+@click.option("--track-sharpness", type=click.IntRange(min=1), default=None, metavar="EVERY",
+              help="Log lambda_max of the global model every EVERY rounds (a multiple of --eval-every) in metrics.jsonl: "
+                   "warm-started Lanczos on 128 seeded training samples; the training numbers do not change.")
+@click.option("--track-trace", is_flag=True, help="With --track-sharpness, also log the Hutch++ trace (30 products a check).")
 @friendly_errors
-def train(preset, config_file, out, resume, overwrite, init_from, threads, **flags) -> None:
+def train(preset, config_file, out, resume, overwrite, init_from, threads, track_sharpness, track_trace, **flags) -> None:
     """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
 
     \b
@@ -76,6 +80,13 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, **fla
     from fedtrain.session import recorded_numerics, resume_numerics
 
     overrides = {k: v for k, v in flags.items() if v is not None and v != ()}
+    if track_sharpness is not None:
+        from landscape.hessian.tracking import TRACKER_NAME
+        from landscape.settings import TrackingSettings
+
+        overrides["observers"] = {TRACKER_NAME: TrackingSettings(every=track_sharpness, trace=track_trace).to_dict()}
+    elif track_trace:
+        raise ConfigError("--track-trace goes with --track-sharpness EVERY.")
     if resume is not None:
         if out is not None and Path(out) != Path(resume):
             raise ConfigError("--resume RUN_DIR continues that directory; do not also pass a different --out.")
@@ -94,5 +105,13 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, **fla
         config = resolve_config(preset, config_file, overrides)
     click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
     summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from,
-                        progress=ProgressPrinter(sys.stderr), threads=threads)
+                        progress=ProgressPrinter(sys.stderr), threads=threads,
+                        **({"observers": observers} if (observers := _observers(config)) else {}))
     click.echo(to_json(summary))
+
+
+def _observers(config) -> list:
+    """The observers ``config.observers`` records (the sharpness tracker), built for this run or its resume."""
+    from landscape.hessian.tracking import TRACKER_NAME, SharpnessTracker
+
+    return [SharpnessTracker.for_run(config)] if TRACKER_NAME in config.observers else []
