@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors
-from fedtrain.config import ALGORITHMS, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES
+from fedtrain.config import ALGORITHMS, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES
 
 _FLOAT0 = click.FloatRange(min=0)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -58,6 +58,13 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
               help="Where to train: auto (a GPU when there is one; the default), cpu, cuda or cuda:N. May change on --resume.")
 @click.option("--deterministic/--no-deterministic", default=None,
               help="On a GPU, deterministic kernels only (slower; resumes bit-identical). No effect on CPU numbers.")
+@click.option("--cohort", type=click.Choice(COHORT_MODES), default=None,
+              help="How a round trains its clients: sequential (one after another), vmap (all at once with torch.func; "
+                   "equal up to float32 rounding) or auto (the default: vmap on CUDA, sequential on the CPU, as measured).")
+@click.option("--cohort-chunk", type=click.IntRange(min=0), default=None,
+              help="With vmap: at most this many clients per vectorised computation (0, the default: as many as fit in memory).")
+@click.option("--cohort-compile/--no-cohort-compile", default=None,
+              help="With vmap: torch.compile the vectorised step (opt-in; compiles once per run, helps only where measured).")
 @click.option("--track-sharpness", type=click.IntRange(min=1), default=None, metavar="EVERY",
               help="Log lambda_max of the global model every EVERY rounds (a multiple of --eval-every) in metrics.jsonl: "
                    "warm-started Lanczos on 128 seeded training samples; the training numbers do not change.")
