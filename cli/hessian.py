@@ -6,10 +6,20 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import device_option, friendly_errors, progress_printer, quiet_option, seed_option
-from landscape.settings import HESSIAN_BACKENDS, SPLITS, TRACE_METHODS, WEIGHTS, HessianSettings
+from fedlandscape_cli._common import (
+    data_dir_option,
+    device_option,
+    foreign_model_options,
+    foreign_spec,
+    friendly_errors,
+    progress_printer,
+    quiet_option,
+    seed_option,
+)
+from landscape.settings import HESSIAN_BACKENDS, MEASURES, SPLITS, TRACE_METHODS, WEIGHTS, HessianSettings, MeasureSettings
 
 DEFAULTS = HessianSettings()
+MEASURE_DEFAULTS = MeasureSettings()
 
 
 @click.command("hessian")
@@ -33,12 +43,24 @@ DEFAULTS = HessianSettings()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here (default: stdout).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Draw the density, log scale, top eigenvalues marked (.png or .pdf).")
 @click.option("--eigenvectors-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the top-k eigenvectors (torch file of {parameter: tensor} dicts).")
+@foreign_model_options
+@data_dir_option
+@click.option("--measures", default=None, metavar="LIST",
+              help="Also these flatness measures on the same subset, comma-separated, or all: " + ",".join(MEASURES) + ".")
+@click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Worst-case sharpness radius (default {MEASURE_DEFAULTS.rho}).")
+@click.option("--adaptive-rho", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Adaptive worst-case radius, ||delta / (|w| + eta)|| <= it (default {MEASURE_DEFAULTS.adaptive_rho}).")
+@click.option("--eta", type=click.FloatRange(min=0), default=None, help=f"ASAM offset in T_w = |w| + eta (default {MEASURE_DEFAULTS.eta}: invariant to rescaling layers).")
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Average-case sharpness: std of the Gaussian perturbation (default {MEASURE_DEFAULTS.sigma}).")
+@click.option("--ascent-steps", type=click.IntRange(min=1), default=None, help=f"Gradient steps of the worst-case ascent (default {MEASURE_DEFAULTS.ascent_steps}).")
+@click.option("--average-samples", type=click.IntRange(min=1), default=None, help=f"Antithetic pairs of the average-case estimate (default {MEASURE_DEFAULTS.average_samples}).")
 @quiet_option
 @friendly_errors
 def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: int, tol: float, max_matvecs: int | None,
             trace: bool, trace_method: str, trace_matvecs: int, density: bool, density_probes: int, density_steps: int,
             seed: int, weights: str, backend: str, device: str, out: Path | None, plot: Path | None,
-            eigenvectors_out: Path | None, quiet: bool) -> None:
+            eigenvectors_out: Path | None, foreign_model: str | None, foreign_model_kwargs: str | None,
+            foreign_dataset: str | None, foreign_data: str | None, data_dir: Path | None, quiet: bool, measures: str | None = None,
+            **measure_options: float | int | None) -> None:
     """Top-k Hessian eigenvalues, trace and eigenvalue density of CHECKPOINT's model.
 
     Cost: every Hessian-vector product is one pass over --samples. The defaults (2,048 samples, top-5 with
@@ -46,6 +68,9 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     a GPU, tens of minutes on a CPU. Progress (products done / planned, ETA) goes to stderr, and after a
     few seconds the projected total time. Shorter: --samples 512, --density-probes 4 --density-steps 40
     (or --no-density), --trace-matvecs 30 (or --no-trace), a smaller --top-k.
+
+    A model trained elsewhere: CHECKPOINT may be a plain state_dict file (torch.save(model.state_dict(), f))
+    with --model (a built-in name or package.module:factory) and --dataset NAME or --data package.module:loader.
 
     \b
     Example:
@@ -65,7 +90,10 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
         density_steps=density_steps, seed=seed, weights=weights, backend=backend, device=device,
     )
-    report = analyze_checkpoint(checkpoint, settings, eigenvectors_out=eigenvectors_out, progress=progress_printer(quiet))
+    measure_settings = _measure_settings(measures, tol, measure_options)
+    foreign = foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data)
+    report = analyze_checkpoint(checkpoint, settings, data_dir=data_dir, eigenvectors_out=eigenvectors_out,
+                                progress=progress_printer(quiet), measures=measure_settings, foreign=foreign)
     result = report.to_dict()
     say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     for line in format_table(result):
@@ -97,6 +125,10 @@ def format_table(result: dict) -> list[str]:
         t = result["trace"]
         stderr = "n/a" if t["stderr"] is None else f"{t['stderr']:.4g}"
         lines.append(f"  trace                 {t['estimate']:.6g} +- {stderr} ({t['method']}, {t['num_matvecs']} products)")
+    measures = result.get("measures")
+    for name, value in (measures or {}).get("values", {}).items():
+        stderr = measures["stderr"].get(name)
+        lines.append(f"  {name:<26} {value:.6g}" + ("" if stderr is None else f" +- {stderr:.2g}"))
     for name, message in result.get("errors", {}).items():
         lines.append(f"  {name}: failed in this backend: {message}")
     lines.append(f"  {result['hvps']['total']} Hessian-vector products, {result['seconds']['total']:.1f} s")
@@ -108,3 +140,20 @@ def _where(config: dict) -> str:
     used = config.get("device_used") or {}
     device = used.get("device", "cpu")
     return f"{device} ({used['name']})" if device.startswith("cuda") and used.get("name") else device
+
+
+def _measure_settings(measures: str | None, tol: float, options: dict) -> "MeasureSettings | None":
+    """The ``MeasureSettings`` of ``--measures`` and its options (``None`` without ``--measures``).
+
+    Raises:
+        ConfigError: a measure option without ``--measures``, or invalid settings.
+    """
+    from fedtrain.errors import ConfigError
+
+    given = {name: value for name, value in options.items() if value is not None}
+    if measures is None:
+        if given:
+            raise ConfigError(f"--{next(iter(given)).replace('_', '-')} sets a flatness measure: add --measures (e.g. --measures all).")
+        return None
+    names = MEASURES if measures.strip() == "all" else tuple(m.strip() for m in measures.split(",") if m.strip())
+    return MeasureSettings(measures=names, tol=tol, **given)

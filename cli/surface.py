@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fedlandscape_cli._common import data_dir_option, friendly_errors, progress_printer, quiet_option, seed_option
+from fedlandscape_cli._common import (
+    data_dir_option,
+    foreign_model_options,
+    foreign_spec,
+    friendly_errors,
+    progress_printer,
+    quiet_option,
+    seed_option,
+)
 from landscape.settings import (
     BN_MODES,
     DIRECTION_KINDS,
@@ -53,18 +61,23 @@ DEFAULTS = SurfaceSettings()
 @click.option("--plot", "kinds", type=click.Choice(SURFACE_PLOT_KINDS), multiple=True, default=SURFACE_PLOT_KINDS, show_default=True, help="2-D figure kinds (repeatable).")
 @click.option("--log-scale", is_flag=True, help="Plot log10 of the loss.")
 @click.option("--vmax", type=float, default=None, help="Clip the loss colour scale (and 3-D heights) at this value.")
+@foreign_model_options
 @quiet_option
 @friendly_errors
 def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Path | None, plane: tuple[Path, Path] | None,
                  range_: float, steps: int, dims: int, margin: float | None, splits: tuple[str, ...], samples: int, bn: str,
                  weights: str, one_dim: str, batch_size: int | None, points_per_pass: int | None, method: str, device: str, seed: int,
                  data_dir: Path | None, out: Path, resume: bool, from_files: tuple[Path, ...], kinds: tuple[str, ...],
-                 log_scale: bool, vmax: float | None, quiet: bool) -> None:
+                 log_scale: bool, vmax: float | None, foreign_model: str | None, foreign_model_kwargs: str | None,
+                 foreign_dataset: str | None, foreign_data: str | None, quiet: bool) -> None:
     """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
 
     Cost: every grid point is one pass over --samples per split (steps^2 points in 2-D). Progress (grid
     points done / planned, pass, ETA) goes to stderr, and after a few seconds the projected total time.
     Shorter: fewer --steps or --samples.
+
+    Models trained elsewhere: the CKPTs may be plain state_dict files with --model and --dataset or --data
+    (see `landscape hessian --help`).
 
     \b
     $ landscape plot-surface runs/fedavg.pt runs/fedasam.pt --steps 21 --samples 2000 --device cuda --out surf
@@ -73,24 +86,27 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
     """
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json
+    from fedtrain.lock import DirectoryLock
     from landscape.surface.record import load_surface
     from landscape.plots.surface import write_figures
     from landscape.surface.api import checkpoint_labels, surfaces_for_checkpoints
 
     if from_files and checkpoints:
         raise ConfigError("Pass either checkpoints to compute or --from surface files to re-plot, not both.")
-    if from_files:
-        labels = checkpoint_labels([f.parent if f.parent.name else f for f in from_files])
-        results = {label: (file, load_surface(file)) for label, file in zip(labels, from_files)}
-    else:
-        settings = SurfaceSettings(
-            directions=directions, range=range_, steps=steps, dims=dims, margin=margin, splits=splits, num_examples=samples,
-            seed=seed, bn=bn, weights=weights, one_dim=one_dim, batch_size=batch_size, points_per_pass=points_per_pass,
-            method=method, device=device,
-        )
-        results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
-                                           data_dir=data_dir, resume=resume, progress=progress_printer(quiet))
-    figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
+    with DirectoryLock(out):  # one writer of --out, from the first surface to the last figure
+        if from_files:
+            labels = checkpoint_labels([f.parent if f.parent.name else f for f in from_files])
+            results = {label: (file, load_surface(file)) for label, file in zip(labels, from_files)}
+        else:
+            settings = SurfaceSettings(
+                directions=directions, range=range_, steps=steps, dims=dims, margin=margin, splits=splits, num_examples=samples,
+                seed=seed, bn=bn, weights=weights, one_dim=one_dim, batch_size=batch_size, points_per_pass=points_per_pass,
+                method=method, device=device,
+            )
+            results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
+                                               data_dir=data_dir, resume=resume, progress=progress_printer(quiet),
+                                               foreign=foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data))
+        figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
     summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
     for row in [] if quiet else summary:
         where = f", computed on {row['device_used']['device']}" if row["device_used"] else ""

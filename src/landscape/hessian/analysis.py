@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fedtrain.checkpoint import file_sha256, library_versions, load_checkpoint
-from fedtrain.data import evaluation_tensors, load_dataset
+from fedtrain.checkpoint import file_sha256, library_versions
+from fedtrain.data import evaluation_tensors
 from fedtrain.device import device_record, resolve_device, synchronize, to_cpu
 from fedtrain.errors import ConfigError
+from fedtrain.foreign import ForeignCheckpoint, ForeignSpec, dataset_of, open_checkpoint
 from fedtrain.io import atomic_write_bytes, json_roundtrip
 from fedtrain.progress import ProgressCallback
 from landscape.hessian.counted import ProductPlan
@@ -33,7 +34,8 @@ from landscape.hessian.density import density_slq
 from landscape.hessian.lanczos import default_max_matvecs, flatness_ratio, top_eigenpairs
 from landscape.hessian.operator import HessianOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
-from landscape.settings import HessianSettings
+from landscape.hessian.measures import flatness_measures
+from landscape.settings import HessianSettings, MeasureSettings
 
 __all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products",
            "read_report"]
@@ -125,6 +127,7 @@ class HessianReport:
     errors: dict[str, str] = field(default_factory=dict)
     verified: bool | None = None
     eigenvectors: list[dict[str, Tensor]] | None = field(default=None, repr=False)
+    measures: dict[str, Any] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -144,6 +147,7 @@ class HessianReport:
             "seconds": self.seconds,
             "config": self.config,
             "errors": self.errors,
+            **({"measures": self.measures} if self.measures is not None else {}),
         }
 
 
@@ -155,6 +159,7 @@ def analyze_model(
     *,
     keep_eigenvectors: bool = False,
     progress: ProgressCallback | None = None,
+    measures: MeasureSettings | None = None,
 ) -> HessianReport:
     """Top-k eigenpairs, trace and SLQ density of the mean cross-entropy Hessian on ``(inputs, labels)``.
 
@@ -171,6 +176,9 @@ def analyze_model(
         labels: class labels.
         settings: eigensolver, trace and density settings, batch size, seed and backend.
         keep_eigenvectors: fill ``report.eigenvectors`` (``fedlandscape`` backend only).
+        measures: also compute these flatness measures on the same operator
+            (:func:`~landscape.hessian.measures.flatness_measures`, seed ``settings.seed``), as ``report.measures``
+            (``to_dict()['measures']``, with their own products and seconds; not in ``hvps``/``seconds``).
         progress: called with a ``"hessian"`` :class:`~fedtrain.progress.Progress` in ``"products"`` before the
             first and after every Hessian-vector product (planned: :func:`planned_products`; the eigensolver's
             unused budget is dropped when it converges), ``fedlandscape`` backend only.
@@ -183,7 +191,7 @@ def analyze_model(
         ConfigError: a device this machine does not have.
     """
     return _analyze(model, inputs, labels, settings, resolve_device(settings.device), keep_eigenvectors=keep_eigenvectors,
-                    progress=progress)
+                    progress=progress, measures=measures)
 
 
 def planned_products(settings: HessianSettings, dim: int | None = None) -> dict[str, int]:
@@ -203,9 +211,14 @@ def planned_products(settings: HessianSettings, dim: int | None = None) -> dict[
 
 
 def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings, device: torch.device, *,
-             keep_eigenvectors: bool, progress: ProgressCallback | None = None) -> HessianReport:
+             keep_eigenvectors: bool, progress: ProgressCallback | None = None,
+             measures: MeasureSettings | None = None) -> HessianReport:
     """:func:`analyze_model` on a resolved ``device``."""
+    # the operator's dimension, known before any product: a request the model cannot answer is refused here
+    settings.check_model_size(sum(p.numel() for p in model.parameters() if p.requires_grad))
     config = _analysis_config(settings, int(len(labels)), device)
+    if measures is not None and settings.backend != "fedlandscape":
+        raise ConfigError("Flatness measures (--measures) need the fedlandscape backend; PyHessian computes eigenvalues, trace and density only.")
     if settings.backend == "pyhessian":
         return _analyze_with_pyhessian(model, inputs, labels, settings, config, device)
     start_all = time.perf_counter()
@@ -255,6 +268,8 @@ def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: Hessian
         config=config,
         verified=pairs.verified,
     )
+    if measures is not None:  # on the same operator: the same subset, model copy and batches
+        report.measures = flatness_measures(operator, measures, seed=settings.seed)
     if keep_eigenvectors:
         report.eigenvectors = [to_cpu(operator.unflatten(pairs.vectors[:, i])) for i in range(pairs.vectors.shape[1])]
     return report
@@ -313,6 +328,8 @@ def analyze_checkpoint(
     data_dir: str | os.PathLike[str] | None = None,
     eigenvectors_out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    measures: MeasureSettings | None = None,
+    foreign: ForeignSpec | None = None,
 ) -> HessianReport:
     """Hessian analysis of a checkpoint's model on a fixed subset of its dataset.
 
@@ -331,6 +348,9 @@ def analyze_checkpoint(
         eigenvectors_out: when given, the top-k eigenvectors are saved there (``torch.save`` of a dict
             with ``eigenvalues`` and ``vectors``: a list of ``{parameter name: CPU tensor}``), atomically.
         progress: product counts as they are made (see :func:`analyze_model`).
+        measures: also these flatness measures, on the same subset and model (see :func:`analyze_model`).
+        foreign: read ``path`` as a plain ``state_dict`` of this model and data
+            (:func:`fedtrain.foreign.load_foreign`); recorded as ``config["foreign"]``.
 
     Returns:
         :class:`HessianReport` whose ``config`` also records the checkpoint path, SHA-256,
@@ -343,19 +363,21 @@ def analyze_checkpoint(
     if eigenvectors_out is not None and settings.backend != "fedlandscape":
         raise ConfigError("eigenvectors_out needs backend='fedlandscape' (PyHessian's eigenvectors are not exported).")
     device = resolve_device(settings.device)  # before any file is read: a missing GPU is the first thing said
-    checkpoint = load_checkpoint(path)
+    checkpoint = open_checkpoint(path, foreign, data_dir)
     weights_used = checkpoint.resolve_weights(settings.weights)
     model = checkpoint.build_model(settings.weights)
-    dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
+    dataset = dataset_of(checkpoint, data_dir)
     inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
     report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None,
-                      progress=progress)
+                      progress=progress, measures=measures)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
         "split": settings.split, "subset_seed": settings.seed, "checkpoint_round": checkpoint.round,
     })
     report.config["seeds"]["subset"] = settings.seed
+    if isinstance(checkpoint, ForeignCheckpoint):
+        report.config["foreign"] = checkpoint.provenance()
     if eigenvectors_out is not None:
         payload = {
             "format": "fedlandscape.hessian-eigenvectors",

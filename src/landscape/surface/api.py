@@ -14,6 +14,7 @@ A partial surface is finished only on the same kind of device (:mod:`landscape.s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -25,10 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions, load_checkpoint
-from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset
+from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions
+from fedtrain.data import ImageDataset, evaluation_tensors
 from fedtrain.device import resolve_device, to_cpu
 from fedtrain.errors import CheckpointError, ConfigError
+from fedtrain.lock import DirectoryLock
+from fedtrain.outpaths import inside, unique_names
+from fedtrain.foreign import ForeignCheckpoint, ForeignSpec, TensorData, dataset_of, open_checkpoint
 from fedtrain.progress import Progress, ProgressCallback, report
 from landscape.hessian.analysis import hessian_eigenvectors
 from landscape.settings import DIRECTION_KINDS, SurfaceSettings
@@ -153,8 +157,9 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def _load_models(paths: Sequence[Path], weights: str) -> list[tuple[Checkpoint, nn.Module]]:
-    loaded = [load_checkpoint(p) for p in paths]
+def _load_models(paths: Sequence[Path], weights: str, foreign: ForeignSpec | None = None,
+                 data_dir: str | os.PathLike[str] | None = None) -> list[tuple[Checkpoint, nn.Module]]:
+    loaded = [open_checkpoint(p, foreign, data_dir) for p in paths]
     first = loaded[0]
     for other in loaded[1:]:
         if (other.model_name, other.model_kwargs) != (first.model_name, first.model_kwargs):
@@ -168,9 +173,9 @@ def _load_models(paths: Sequence[Path], weights: str) -> list[tuple[Checkpoint, 
 
 def _evaluation_data(
     checkpoint: Checkpoint, settings: SurfaceSettings, data_dir: str | os.PathLike[str] | None, *, needs_train: bool
-) -> tuple[ImageDataset, dict[str, Batch], Batch | None]:
+) -> tuple[ImageDataset | TensorData, dict[str, Batch], Batch | None]:
     """The dataset, the evaluated subset of each split, and the train subset when BN or Hessian needs it."""
-    dataset = load_dataset(checkpoint.dataset, data_dir if data_dir is not None else checkpoint.data_dir)
+    dataset = dataset_of(checkpoint, data_dir)
     data = {split: evaluation_tensors(dataset, split, settings.num_examples, settings.seed) for split in settings.splits}
     train = data.get("train")
     if train is None and needs_train:
@@ -251,7 +256,7 @@ def _passes(
 def _provenance(
     request: Mapping[str, Any],
     models: Sequence[tuple[Checkpoint, nn.Module]],
-    dataset: ImageDataset,
+    dataset: ImageDataset | TensorData,
     settings: SurfaceSettings,
     passes: PassPlan,
     device_runs: list[dict[str, Any]],
@@ -271,6 +276,7 @@ def _provenance(
         "versions": library_versions(),
         "pass_plan": passes.to_dict(),
         "device_runs": device_runs,
+        **({"foreign": first.provenance()} if isinstance(first, ForeignCheckpoint) else {}),
     }
 
 
@@ -284,6 +290,7 @@ def surface_for_checkpoint(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    foreign: ForeignSpec | None = None,
 ) -> Surface:
     """Compute (or finish) the loss surface of a checkpoint and save it as it goes.
 
@@ -305,6 +312,8 @@ def surface_for_checkpoint(
         resume: finish the partial surface at ``out`` (same request required).
         progress: called with a ``"surface"`` :class:`~fedtrain.progress.Progress` in ``"grid points"`` before
             the first pass (done: the points a resumed file has) and after every pass (``detail`` ``"pass k/n"``).
+        foreign: read every checkpoint as a plain ``state_dict`` of this model and data
+            (:func:`fedtrain.foreign.load_foreign`); recorded as ``metadata["foreign"]``.
 
     Returns:
         The complete surface (NumPy arrays, whatever the device); metadata records checkpoints and
@@ -318,8 +327,17 @@ def surface_for_checkpoint(
             machine does not have, or too little free GPU memory.
         CheckpointError: unreadable checkpoints, checkpoints of different architectures, or three on one line.
     """
-    return _surface(checkpoint, settings, resolve_device(settings.device), interpolate=interpolate, plane=plane,
-                    data_dir=data_dir, out=out, resume=resume, progress=progress)
+    with _output_lock(out):
+        return _surface(checkpoint, settings, resolve_device(settings.device), interpolate=interpolate, plane=plane,
+                        data_dir=data_dir, out=out, resume=resume, progress=progress, foreign=foreign)
+
+
+def _output_lock(out: str | os.PathLike[str] | None) -> contextlib.AbstractContextManager[Any]:
+    """The lock a surface's writer holds: its folder's, or for an ``.npz`` path that one file's (two files may be written side by side)."""
+    if out is None:
+        return contextlib.nullcontext()
+    target = surface_path(out)
+    return DirectoryLock(target.parent) if target != Path(out) else DirectoryLock(target.parent, name=f".{target.name}.lock")
 
 
 def _surface(
@@ -333,10 +351,12 @@ def _surface(
     out: str | os.PathLike[str] | None,
     resume: bool,
     progress: ProgressCallback | None = None,
+    foreign: ForeignSpec | None = None,
 ) -> Surface:
     """:func:`surface_for_checkpoint` on a resolved device."""
     slice_ = slice_for(checkpoint, settings, interpolate=interpolate, plane=plane)
-    models = _load_models(slice_.paths, settings.weights)
+    settings.check_grid(_ndim(slice_, settings))  # a plane has two axes whatever dims says; refused before any file is read
+    models = _load_models(slice_.paths, settings.weights, foreign, data_dir)
     needs_train = settings.bn == "recalibrate" or slice_.kind == "hessian"
     dataset, data, train = _evaluation_data(models[0][0], settings, data_dir, needs_train=needs_train)
     target = surface_path(out) if out is not None else None
@@ -401,6 +421,7 @@ def surfaces_for_checkpoints(
     data_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    foreign: ForeignSpec | None = None,
 ) -> dict[str, tuple[Path, Surface]]:
     """:func:`surface_for_checkpoint` for each checkpoint (same directions seed, grid and data).
 
@@ -415,6 +436,7 @@ def surfaces_for_checkpoints(
         data_dir: where to look for the dataset first (default: each checkpoint's).
         resume: finish the partial surfaces under ``out``.
         progress: each surface's progress (see :func:`surface_for_checkpoint`), its label leading ``detail`` when several.
+        foreign: read the checkpoints as plain ``state_dict`` files of this model and data.
 
     Returns:
         label -> (surface file, surface).
@@ -428,13 +450,16 @@ def surfaces_for_checkpoints(
         raise ConfigError("--interpolate and --plane take exactly one first checkpoint; the others are given with the option.")
     labels = checkpoint_labels(checkpoints)
     device = resolve_device(settings.device)
+    # labels come from file names ("...pt" gives ".."): each becomes one safe folder name inside out
+    folders = [[]] if len(checkpoints) == 1 else [[name] for name in unique_names(labels)]
     results = {}
-    for label, path in zip(labels, checkpoints):
-        target = Path(out) / "surface.npz" if len(checkpoints) == 1 else Path(out) / label.replace("/", "_") / "surface.npz"
-        labelled = progress if progress is None or len(checkpoints) == 1 else _labelled(progress, label)
-        surface = _surface(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
-                           out=target, resume=resume, progress=labelled)
-        results[label] = (target, surface)
+    with DirectoryLock(out):
+        for label, path, folder in zip(labels, checkpoints, folders):
+            target = inside(out, *folder, "surface.npz")
+            labelled = progress if progress is None or len(checkpoints) == 1 else _labelled(progress, label)
+            surface = _surface(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
+                               out=target, resume=resume, progress=labelled, foreign=foreign)
+            results[label] = (target, surface)
     return results
 
 
