@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors
-from fedtrain.config import ALGORITHMS, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES
+from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES
 
 _FLOAT0 = click.FloatRange(min=0)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -68,9 +69,14 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--track-sharpness", type=click.IntRange(min=1), default=None, metavar="EVERY",
               help="Log lambda_max of the global model every EVERY rounds (a multiple of --eval-every) in metrics.jsonl: "
                    "warm-started Lanczos on 128 seeded training samples; the training numbers do not change.")
+@click.option("--engine", type=click.Choice(ENGINES), default="native", show_default=True,
+              help="native: the rounds run in this process; flower: each client trains on a Flower node (simulation engine, Ray).")
+@click.option("--num-supernodes", type=click.IntRange(min=1), default=None,
+              help="With --engine flower: virtual SuperNodes, one client each (default: --num-clients).")
 @click.option("--track-trace", is_flag=True, help="With --track-sharpness, also log the Hutch++ trace (30 products a check).")
 @friendly_errors
-def train(preset, config_file, out, resume, overwrite, init_from, threads, track_sharpness, track_trace, **flags) -> None:
+def train(preset, config_file, out, resume, overwrite, init_from, threads, track_sharpness, track_trace, engine, num_supernodes,
+          **flags) -> None:
     """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
 
     \b
@@ -78,6 +84,7 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
       $ landscape train --preset quick --algorithm fedasam --out runs/fedasam
       $ landscape train --resume runs/fedasam
       $ landscape train --preset paper-cifar10 --data-dir data --device cuda:0 --out runs/paper
+      $ landscape train --preset quick --algorithm fedsam --engine flower --out runs/fedsam-flower
     """
     from fedtrain.config import resolve_config
     from fedtrain.errors import ConfigError
@@ -111,10 +118,28 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
     else:
         config = resolve_config(preset, config_file, overrides)
     click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
+    run_train = _engine(engine, num_supernodes) or run_train
     summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from,
                         progress=ProgressPrinter(sys.stderr), threads=threads,
                         **({"observers": observers} if (observers := _observers(config)) else {}))
     click.echo(to_json(summary))
+
+
+def _engine(engine: str, num_supernodes: int | None):
+    """``fedtrain.flower.train_flower`` for ``--engine flower`` (``None`` for native), or a clean error without flwr."""
+    from fedtrain.errors import ConfigError
+
+    if engine == "native":
+        if num_supernodes is not None:
+            raise ConfigError("--num-supernodes goes with --engine flower.")
+        return None
+    try:
+        from fedtrain.flower.server_app import train_flower
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith(("flwr", "ray")):
+            raise
+        raise ConfigError(f"--engine flower needs Flower ({err.name} is not installed): pip install 'fedlandscape[flower]'.") from None
+    return functools.partial(train_flower, num_supernodes=num_supernodes)
 
 
 def _observers(config) -> list:

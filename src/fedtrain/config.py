@@ -25,6 +25,7 @@ __all__ = [
     "OPTIMIZERS",
     "SWA_COLLECT_MODES",
     "COHORT_MODES",
+    "ENGINES",
     "PRESETS",
     "SWA_FIELDS",
     "DEVICE_SPEC",
@@ -47,6 +48,7 @@ ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam
 OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round trains its clients (fedtrain.cohort)
+ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this process, or Flower nodes (fedtrain.flower)
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
