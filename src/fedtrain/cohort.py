@@ -245,7 +245,9 @@ def _perturbation(
 def _make_step(worker: nn.Module, names: Sequence[str], cfg: ClientConfig, masked: bool) -> Callable[..., tuple]:
     """One local step of one client as a pure function; vmapped over the clients by the caller.
 
-    The step maps ``(params, momentum, x, y, weights, active, lr)`` to ``(params, momentum, loss)``. The
+    The step maps ``(params, momentum, x, y, weights, active, lr)`` to ``(params, momentum, loss)``. With
+    ``masked`` the loss is the row-weighted sum and an inactive client keeps its weights and momentum;
+    without, every client is active and the loss is the plain batch mean (``weights`` unused). The
     learning rate is a tensor argument, not a constant of the function, so a compiled step serves every
     round of a run (the SWA cycle changes it) without recompiling.
     """
@@ -270,8 +272,8 @@ def _make_step(worker: nn.Module, names: Sequence[str], cfg: ClientConfig, maske
             d = grads[n] if cfg.weight_decay == 0 else torch.add(grads[n], params[n], alpha=cfg.weight_decay)
             if cfg.momentum != 0:
                 d = momentum[n] * cfg.momentum + d
-                new_momentum[n] = torch.where(active, d, momentum[n])
-            new_params[n] = torch.where(active, params[n] - lr * d, params[n])
+                new_momentum[n] = torch.where(active, d, momentum[n]) if masked else d
+            new_params[n] = torch.where(active, params[n] - lr * d, params[n]) if masked else params[n] - lr * d
         return new_params, new_momentum, loss
 
     return step

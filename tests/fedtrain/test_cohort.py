@@ -301,3 +301,21 @@ def test_a_vmap_run_records_its_mode_and_an_interrupted_one_resumes_bit_identica
     sequential = train(config.replace(cohort="sequential"), tmp_path / "sequential")
     assert sequential["cohort_used"]["mode"] == "sequential"
     assert sequential["final_accuracy"] == pytest.approx(summary["final_accuracy"], abs=0.02)
+
+
+def test_cohort_compile_wraps_the_vectorised_step_in_torch_compile(monkeypatch):
+    # A real compilation takes minutes on this CPU (bench/results/cohort-cpu.txt); here the wiring is checked
+    # with a torch.compile that records its calls and returns the function unchanged.
+    calls = []
+
+    def fake_compile(fn, **options):
+        calls.append(options)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    shards, cfg = [_shard(k, 6 + k) for k in range(3)], ClientConfig(lr=0.3, batch_size=4, optimizer="sam", rho=0.2)
+    plain = cohort_update(_mlp(), _state(_mlp()), shards, cfg, _generators(3))
+    assert calls == []
+    compiled = cohort_update(_mlp(), _state(_mlp()), shards, cfg, _generators(3), CohortSettings("vmap", 0, True))
+    assert calls == [{"dynamic": False}, {"dynamic": False}]  # the unmasked and the masked step
+    assert all(_max_diff(a.delta, b.delta) == 0 for a, b in zip(plain, compiled))
