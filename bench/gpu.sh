@@ -28,9 +28,10 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 step python3 bench/cifar_shaped.py --out "$DATA"
 step python3 -m pytest -q -p no:cacheprovider -k cuda -o addopts="" --junitxml="$OUT/tests-cuda.xml" tests/fedtrain tests/landscape tests/cli
 step python3 bench/bench_train.py --device cuda --preset paper-cifar10 --dataset cifar10 --data-dir "$DATA" --rounds 30 --out "$OUT/train-cuda.txt"
+step python3 bench/bench_cohort.py --device cuda --compile --data-dir "$DATA" --rounds 10 --out "$OUT/cohort-cuda.txt"
 step python3 bench/bench_hessian.py --device cuda --dataset cifar10 --data-dir "$DATA" --samples 2048 --sections eigen precision --out "$OUT/hessian-cuda.txt"
 step python3 bench/bench_matmat.py --device cuda --dataset cifar10 --data-dir "$DATA" --samples 2048 --out "$OUT/matmat-cuda.txt"
 step python3 bench/bench_surface.py --device cuda --dataset cifar10 --data-dir "$DATA" --samples 10000 --points 64 --peer-points 8 --out "$OUT/surface-cuda.txt"
 step python3 bench/paper_cost.py --device cuda --data-dir "$DATA" --rounds 30 --out "$OUT/paper-cost-cuda.txt"
-for f in train hessian matmat surface paper-cost; do echo "==== $OUT/$f-cuda.txt"; cat "$OUT/$f-cuda.txt" 2>/dev/null; done
+for f in train cohort hessian matmat surface paper-cost; do echo "==== $OUT/$f-cuda.txt"; cat "$OUT/$f-cuda.txt" 2>/dev/null; done
 exit $status
