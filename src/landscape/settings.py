@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fedtrain.config import check_device_spec
+from fedtrain.config import check_device_spec, check_seed, shown_value
 from fedtrain.errors import ConfigError
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "MeasureSettings",
     "TrackingSettings",
     "settings_from_dict",
+    "MAX_GRID_POINTS",
+    "MAX_KRYLOV_BYTES",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -46,6 +48,12 @@ EVALUATION_METHODS: tuple[str, ...] = ("loop", "vmap")
 SURFACE_PLOT_KINDS: tuple[str, ...] = ("3d", "contour", "heatmap")
 # Flatness measures of landscape.hessian.measures, in the order they are reported.
 MEASURES: tuple[str, ...] = ("lambda-max", "trace", "worst", "adaptive-worst", "average", "ggn", "fisher")
+# The largest surface grid: 4,096 x 4,096 points, the largest a surface.npz may hold (one float64 array of
+# 128 MiB, fedtrain.validate's npz member bound); each point is a pass over the samples, so far beyond any use.
+MAX_GRID_POINTS = 4096**2
+# The largest float64 Krylov basis a Hessian analysis may hold (Lanczos restarts, SLQ, Hutch++ sketch), checked
+# against the model's size before any product: 64 GiB, more than a 80 GB GPU holds beside the model and data.
+MAX_KRYLOV_BYTES = 64 * 2**30
 
 
 def _need(ok: bool, message: str) -> None:
@@ -54,12 +62,12 @@ def _need(ok: bool, message: str) -> None:
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _need(value in choices, f"{name} must be one of {', '.join(choices)} (--{name.replace('_', '-')}), got {value!r}.")
+    _need(value in choices, f"{name} must be one of {', '.join(choices)} (--{name.replace('_', '-')}), got {shown_value(value)}.")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
     _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-          f"{name} must be >= {minimum} (an integer, --{name.replace('_', '-')}), got {value!r}.")
+          f"{name} must be >= {minimum} (an integer, --{name.replace('_', '-')}), got {shown_value(value)}.")
 
 
 def _optional_positive_int(name: str, value: Any) -> None:
@@ -71,7 +79,11 @@ def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     bound = "a number >= 0" if allow_zero else "a positive number"
-    _need(ok, f"{name} must be {bound} (finite, --{name.replace('_', '-')}), got {value!r}.")
+    _need(ok, f"{name} must be {bound} (finite, --{name.replace('_', '-')}), got {shown_value(value)}.")
+
+
+def _flag(name: str, value: Any) -> None:
+    _need(isinstance(value, bool), f"{name} must be true or false (--{name.replace('_', '-')}/--no-{name.replace('_', '-')}), got {shown_value(value)}.")
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,7 @@ class HessianSettings:
 
     def __post_init__(self) -> None:
         check_device_spec(self.device)
-        _need(self.split in SPLITS, f"split must be 'train' or 'test' (--split), got {self.split!r}.")
+        _need(self.split in SPLITS, f"split must be 'train' or 'test' (--split), got {shown_value(self.split)}.")
         _choice("weights", self.weights, WEIGHTS)
         _choice("backend", self.backend, HESSIAN_BACKENDS)
         _choice("trace_method", self.trace_method, TRACE_METHODS)
@@ -125,8 +137,40 @@ class HessianSettings:
         for name in ("batch_size", "top_k", "density_probes", "density_steps"):
             _positive_int(name, getattr(self, name))
         _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
-        _positive_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         _positive_float("tol", self.tol)
+        _need(self.tol < 1, f"tol (--tol) must be below 1, got {self.tol!r}: ||Hv - lambda v|| <= tol |lambda| with tol >= 1 "
+                            "accepts vectors that are no eigenvectors at all. The presets use 1e-3 and 1e-4.")
+        _flag("trace", self.trace)
+        _flag("density", self.density)
+        _need(self.max_matvecs is None or self.max_matvecs >= self.top_k,
+              f"max_matvecs (--max-matvecs) is {shown_value(self.max_matvecs)} but top_k (--top-k) is {shown_value(self.top_k)}: the eigensolver needs "
+              f"at least one product per eigenvalue. Raise --max-matvecs to at least {shown_value(self.top_k)} (default max(200, 40 k)) or lower --top-k.")
+
+    def check_model_size(self, num_parameters: int) -> None:
+        """Refuse a request the model cannot answer, before any product: more eigenvalues than it has, or a
+        Krylov basis beyond :data:`MAX_KRYLOV_BYTES`.
+
+        An ``n``-parameter model has ``n`` Hessian eigenvalues. Memory, in float64 numbers of ``n``: Lanczos
+        keeps ``2 max(2k + 30, 50)`` vectors (:func:`landscape.hessian.lanczos.top_eigenpairs`), SLQ
+        ``min(density_steps, n)`` and Hutch++ three sketches of ``trace_matvecs / 3`` vectors.
+
+        Raises:
+            ConfigError: what was asked, what the model allows, and the flag that fixes it.
+        """
+        _need(self.top_k <= num_parameters,
+              f"top_k (--top-k) is {shown_value(self.top_k)} but the model has {num_parameters:,} parameters, hence {num_parameters:,} "
+              f"Hessian eigenvalues; ask for at most {num_parameters:,}.")
+        vectors = {
+            "the eigensolver's Lanczos basis (--top-k)": 2 * max(2 * self.top_k + 30, 50),
+            "the SLQ density's Lanczos basis (--density-steps)": min(self.density_steps, num_parameters) if self.density else 0,
+            "the Hutch++ sketches (--trace-matvecs)": 3 * (self.trace_matvecs // 3) if self.trace and self.trace_method == "hutch++" else 0,
+        }
+        what, most = max(vectors.items(), key=lambda item: item[1])
+        _need(most * num_parameters * 8 <= MAX_KRYLOV_BYTES,
+              f"{what} would hold {most:,} float64 vectors of the model's {num_parameters:,} parameters, "
+              f"{most * num_parameters * 8 / 2**30:,.1f} GiB, beyond the {MAX_KRYLOV_BYTES // 2**30} GiB an analysis may "
+              "allocate; lower that setting.")
 
     @property
     def seeds(self) -> dict[str, int]:
@@ -184,9 +228,10 @@ class SurfaceSettings:
 
     def __post_init__(self) -> None:
         check_device_spec(self.device)
-        splits = (self.splits,) if isinstance(self.splits, str) else tuple(dict.fromkeys(self.splits))
+        _need(isinstance(self.splits, (str, list, tuple)), f"splits must be 'train' and/or 'test', got {shown_value(self.splits)}.")
+        splits = (self.splits,) if isinstance(self.splits, str) else tuple(dict.fromkeys(s if isinstance(s, str) else repr(s) for s in self.splits))
         object.__setattr__(self, "splits", splits)
-        _need(bool(splits) and all(s in SPLITS for s in splits), f"splits must be 'train' and/or 'test', got {splits!r}.")
+        _need(bool(splits) and all(s in SPLITS for s in splits), f"splits must be 'train' and/or 'test', got {shown_value(splits)}.")
         _choice("directions", self.directions, DIRECTION_KINDS)
         _choice("bn", self.bn, BN_MODES)
         _choice("weights", self.weights, WEIGHTS)
@@ -194,14 +239,28 @@ class SurfaceSettings:
         _choice("method", self.method, EVALUATION_METHODS)
         _positive_float("range", self.range)
         _need(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 2,
-              f"A grid needs at least 2 steps per axis (an integer, --steps), got {self.steps!r}.")
-        _need(self.dims in (1, 2), f"dims (--dims) must be 1 or 2, got {self.dims!r}.")
+              f"A grid needs at least 2 steps per axis (an integer, --steps), got {shown_value(self.steps)}.")
+        _need(self.dims in (1, 2) and not isinstance(self.dims, bool), f"dims (--dims) must be 1 or 2, got {shown_value(self.dims)}.")
         if self.margin is not None:
             _positive_float("margin", self.margin, allow_zero=True)
         _optional_positive_int("num_examples", self.num_examples)
-        _positive_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         _optional_positive_int("batch_size", self.batch_size)
         _optional_positive_int("points_per_pass", self.points_per_pass)
+        self.check_grid(self.dims)
+
+    def check_grid(self, ndim: int) -> None:
+        """Refuse a grid of ``steps`` points on each of ``ndim`` axes beyond :data:`MAX_GRID_POINTS` (a plane has 2
+        axes whatever ``dims`` says), before anything is allocated.
+
+        Raises:
+            ConfigError: the grid's size and the largest allowed.
+        """
+        _need(self.steps <= MAX_GRID_POINTS, f"steps (--steps) must be at most {MAX_GRID_POINTS:,}, got {shown_value(self.steps)}.")
+        points = self.steps**ndim
+        _need(points <= MAX_GRID_POINTS,
+              f"A grid of {' x '.join([str(self.steps)] * ndim)} has {points:,} points ({points * 8 / 2**30:,.1f} GiB per stored "
+              f"quantity, and a pass over the samples per point); at most {MAX_GRID_POINTS:,} (4096 x 4096) are allowed. Lower --steps.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :func:`settings_from_dict` round-trips it."""

@@ -17,9 +17,23 @@ from fedtrain.io import atomic_write_bytes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FIGURE_SUFFIXES", "new_figure", "figure_paths", "save_figure"]
+__all__ = ["FIGURE_SUFFIXES", "display_text", "new_figure", "figure_paths", "save_figure"]
 
 FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".pdf", ".svg")
+
+
+def display_text(text: str) -> str:
+    """``text`` (a file or folder name) as a figure may render it: undecodable bytes shown as U+FFFD, ``$`` literal.
+
+    A name read from disk may carry bytes that are not UTF-8 (Python keeps them as lone surrogates, which no
+    font or PDF can encode), and a ``$`` pair would start matplotlib's mathtext, whose parser fails on most
+    names.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # a name's undecodable bytes, as os.fsdecode kept them
+    except UnicodeEncodeError:  # other lone surrogates: their bytes are no UTF-8 either
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace").replace("$", r"\$")
 
 
 def new_figure(columns: int = 1, rows: int = 1, width: float = 2.6, height: float = 2.3, *,

@@ -31,7 +31,7 @@ from fedtrain.errors import ConfigError, DataFormatError
 from fedtrain.io import atomic_write_text
 from fedtrain.run_files import read_metrics, read_run_config, read_summary
 from landscape.hessian.analysis import read_report
-from landscape.plots.figure import new_figure, save_figure
+from landscape.plots.figure import display_text, new_figure, save_figure
 from landscape.surface.record import Surface, load_surface
 
 __all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "draw_figures", "algorithm_label",
@@ -332,7 +332,7 @@ def plot_plane(name: str, surface: Surface, path: Path, *, key: str = "train_los
     mark_models(ax, surface, labels)
     fig.colorbar(drawn, ax=ax, label=key.replace("_", " "), orientation="horizontal" if wide else "vertical",
                  format="%.2f", shrink=0.8)
-    ax.set_title(f"{key.replace('_', ' ')} plane, {name}")
+    ax.set_title(f"{key.replace('_', ' ')} plane, {display_text(name)}")
     return save_figure(fig, path)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fedtrain.errors import ConfigError
-from landscape.plots.figure import new_figure, save_figure
+from landscape.plots.figure import display_text, new_figure, save_figure
 
 __all__ = ["draw_spectral_density", "plot_spectral_density"]
 
@@ -77,7 +77,7 @@ def plot_spectral_density(report: Mapping[str, Any], path: str | os.PathLike[str
     ax = fig.subplots()
     draw_spectral_density(ax, density["grid"], density["values"], eigenvalues=report.get("eigenvalues"))
     if title:
-        ax.set_title(title)
+        ax.set_title(display_text(title))
     fig.tight_layout()
     outputs = [target] + ([target.with_suffix(".pdf")] if pdf and target.suffix.lower() == ".png" else [])
     for output in outputs:

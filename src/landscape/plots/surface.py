@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from fedtrain.errors import ConfigError
-from landscape.plots.figure import new_figure, save_figure
+from landscape.plots.figure import display_text, new_figure, save_figure
 from landscape.surface.record import Surface
 
 __all__ = [
     "PLOT_KINDS",
     "grid_values",
     "shared_limits",
+    "check_vmax",
     "draw_surface_3d",
     "draw_contour",
     "draw_heatmap",
@@ -65,6 +66,26 @@ def shared_limits(surfaces: Sequence[Surface], key: str, *, log_scale: bool = Fa
     """One colour scale for several surfaces: the min and max of ``key`` over all of them."""
     arrays = [grid_values(s, key, log_scale=log_scale) for s in surfaces]
     return float(min(np.nanmin(a) for a in arrays)), float(max(np.nanmax(a) for a in arrays))
+
+
+def check_vmax(surfaces: Sequence[Surface], key: str, vmax: float | None, *, log_scale: bool = False) -> None:
+    """Refuse a ``vmax`` (the top of the colour scale) that is not a finite number or is at or below every value of ``key``.
+
+    Below every value, all points would be clipped to one colour and matplotlib refuses the colour scale.
+
+    Raises:
+        ConfigError: what ``vmax`` was, the range of the values, and what to give instead.
+    """
+    if vmax is None:
+        return
+    if not isinstance(vmax, (int, float)) or isinstance(vmax, bool) or not np.isfinite(vmax):
+        raise ConfigError(f"vmax (--vmax) must be a finite number, got {vmax!r}.")
+    low, high = shared_limits(surfaces, key, log_scale=log_scale)
+    if vmax <= low:
+        units = "log10 " if log_scale else ""
+        raise ConfigError(f"vmax (--vmax) {vmax:g} is at or below the lowest {units}{key.replace('_', ' ')} of the surfaces "
+                          f"({low:.6g}; they span {low:.6g} .. {high:.6g}): every point would be clipped to one colour. "
+                          f"Give a vmax above {low:.6g}{' (in log10 units, as --log-scale plots)' if log_scale else ''}, or none.")
 
 
 def _mesh(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
@@ -230,10 +251,11 @@ def plot_surfaces(named_surfaces: Mapping[str, Surface], path: str | os.PathLike
             figure = new_figure(1, width=3.4, height=2.4)
             ax = figure.add_subplot()
             for name, surface in named_surfaces.items():
-                draw_curve_1d(ax, surface, key, log_scale=log_scale, label=name or None)
+                draw_curve_1d(ax, surface, key, log_scale=log_scale, label=display_text(name) or None)
             if any(named_surfaces):
                 ax.legend(frameon=False)
             return save_figure(figure, path)
+        check_vmax(surfaces, key, vmax, log_scale=log_scale)
         vmin, top = shared_limits(surfaces, key, log_scale=log_scale) if shared_scale else (None, None)
         top = vmax if vmax is not None else top
         columns = columns or len(surfaces)
@@ -252,7 +274,7 @@ def plot_surfaces(named_surfaces: Mapping[str, Surface], path: str | os.PathLike
                 drawn = draw_heatmap(ax, surface, key, vmin=vmin, vmax=top, log_scale=log_scale)
                 mark_models(ax, surface, None if surface.metadata.get("kind") == "plane" else [""])
             if name:
-                ax.set_title(name)
+                ax.set_title(display_text(name))
             if not shared_scale:
                 figure.colorbar(drawn, ax=ax, shrink=0.7, label=_label(key, log_scale))
         if shared_scale and drawn is not None:
@@ -280,6 +302,8 @@ def write_figures(named_surfaces: Mapping[str, Surface], out_dir: str | os.PathL
     out = Path(out_dir)
     surfaces = list(named_surfaces.values())
     splits = [s for s in surfaces[0].splits if all(s in other.splits for other in surfaces)]
+    for split in splits:  # before the first file: a bad vmax must not leave half the figures
+        check_vmax(surfaces, f"{split}_loss", vmax, log_scale=log_scale)
     written: list[Path] = []
     for split in splits:
         if surfaces[0].ndim == 1:

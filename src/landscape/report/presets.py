@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedtrain.config import ALGORITHMS, PRESETS, preset_config, shown_value
 from fedtrain.errors import ConfigError
 from landscape.settings import HessianSettings, SurfaceSettings, settings_from_dict
 
-__all__ = ["ReproduceSettings", "REPRODUCE_PRESETS", "ALL_ALGORITHMS", "FIG1_PAIR", "PLANE_MODELS"]
+__all__ = ["ReproduceSettings", "REPRODUCE_PRESETS", "ALL_ALGORITHMS", "FIG1_PAIR", "PLANE_MODELS", "MAX_SEEDS"]
+
+# --seeds: each seed is a full set of runs (12 trainings with their analyses for the presets); the plan is built
+# in memory before anything runs, so a number far beyond any reproduction must be refused, not enumerated.
+MAX_SEEDS = 1000
 
 # (algorithm, swa) pairs
 ALL_ALGORITHMS = (("fedavg", False), ("fedsam", False), ("fedasam", False), ("fedavg", True), ("fedsam", True), ("fedasam", True))
@@ -46,6 +52,34 @@ class ReproduceSettings:
     surface: SurfaceSettings = SurfaceSettings()
     plane: SurfaceSettings = SurfaceSettings()
 
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"Reproduction settings: {message}")
+
+        need(isinstance(self.train_preset, str) and self.train_preset in PRESETS,
+             f"train_preset must be one of {', '.join(PRESETS)}, got {shown_value(self.train_preset)}.")
+        need(isinstance(self.splits, (list, tuple)) and len(self.splits) > 0 and all(
+            isinstance(s, (list, tuple)) and len(s) == 2 and isinstance(s[0], str) and s[0] != ""
+            and isinstance(s[1], (int, float)) and not isinstance(s[1], bool) and math.isfinite(s[1]) and s[1] >= 0
+            for s in self.splits),
+             f"splits must be a list of [name, alpha] pairs (alpha a finite Dirichlet concentration >= 0), got {shown_value(self.splits)}.")
+        object.__setattr__(self, "splits", tuple((name, float(alpha)) for name, alpha in self.splits))
+        names = [name for name, _ in self.splits]
+        need(len(set(names)) == len(names), f"split names must differ, got {names}.")
+        need(isinstance(self.algorithms, Mapping) and sorted(map(str, self.algorithms)) == sorted(names),
+             f"algorithms must list the runs of each split ({', '.join(names)}) and of no other, got {shown_value(self.algorithms)}.")
+        for name, pairs in self.algorithms.items():
+            need(isinstance(pairs, (list, tuple)) and len(pairs) > 0 and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and p[0] in ALGORITHMS and isinstance(p[1], bool) for p in pairs),
+                 f"algorithms[{name!r}] must be a list of [algorithm, swa] pairs (algorithm one of {', '.join(ALGORITHMS)}, "
+                 f"swa true or false), got {shown_value(pairs)}.")
+        object.__setattr__(self, "algorithms", {name: tuple((a, swa) for a, swa in pairs) for name, pairs in self.algorithms.items()})
+        need(isinstance(self.train_overrides, Mapping), f"train_overrides must be a mapping of training settings, got {shown_value(self.train_overrides)}.")
+        preset_config(self.train_preset, **self.train_overrides)  # the overrides' types, ranges and names, as every run gets them
+        for name, cls in (("hessian", HessianSettings), ("surface", SurfaceSettings), ("plane", SurfaceSettings)):
+            need(isinstance(getattr(self, name), cls), f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}.")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (what ``plan.json`` records), the analysis records as their ``to_dict()``."""
         return {
@@ -67,14 +101,16 @@ class ReproduceSettings:
         """
         try:
             return cls(
-                train_preset=str(values["train_preset"]),
-                splits=tuple((str(name), float(alpha)) for name, alpha in values["splits"]),
-                algorithms={name: tuple((str(a), bool(swa)) for a, swa in pairs) for name, pairs in values["algorithms"].items()},
+                train_preset=values["train_preset"],  # converted by nothing: the record refuses a wrong type by name
+                splits=tuple(tuple(split) for split in values["splits"]),
+                algorithms={name: tuple(tuple(pair) for pair in pairs) for name, pairs in values["algorithms"].items()},
                 train_overrides=dict(values.get("train_overrides", {})),
                 hessian=settings_from_dict(HessianSettings, values.get("hessian", {})),
                 surface=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("surface", {})}),
                 plane=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("plane", {})}),
             )
+        except ConfigError:
+            raise  # already names the setting
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"Not a reproduction's settings ({type(err).__name__}: {err}).") from err
 
