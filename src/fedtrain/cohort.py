@@ -208,16 +208,15 @@ def cohort_chunk(
     return max(1, min(num_clients, int(0.5 * free) // max(bytes_per_client(), 1)))
 
 
-def cohort_record(settings: CohortSettings, shard_sizes: Sequence[int], batch_size: int) -> dict[str, object]:
+def cohort_record(settings: CohortSettings, shard_sizes: Sequence[int]) -> dict[str, object]:
     """What a run records about its cohort execution: mode, chunk setting, compile, and how unequal steps are handled.
 
-    ``unequal_steps`` is ``"masked-padding"`` when, in vmap mode, some clients' batches differ in size at the
-    same step (a last batch, or shards of unequal size), ``"none"`` when every client has the same batch sizes,
-    and ``"n/a"`` on the sequential path.
+    ``unequal_steps`` is ``"masked-padding"`` when, in vmap mode, the clients' shards differ in size, so their
+    batches can differ at a step (:func:`cohort_update` then pads them with masked rows and steps), ``"none"``
+    when every shard has the same size (every step has equal batches), and ``"n/a"`` on the sequential path.
     """
-    sizes = {int(n) for n in shard_sizes}
-    last = {n % batch_size for n in sizes}
-    equal = len(sizes) <= 1 or (len({math.ceil(n / batch_size) for n in sizes}) == 1 and len(last) == 1)
+    # Clients of equal size have equal batches at every step (same count, same last batch); any two sizes differ somewhere.
+    equal = len({int(n) for n in shard_sizes}) <= 1
     unequal = "n/a" if settings.mode == "sequential" else ("none" if equal else "masked-padding")
     return {"mode": settings.mode, "max_chunk": settings.max_chunk, "compile": settings.compile, "unequal_steps": unequal}
 
