@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedtrain.config import PARTITION_SCHEMES
+from fedtrain.config import PARTITION_SCHEMES, check_seed
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 from fedtrain.io import read_json, write_json
 
@@ -146,6 +146,7 @@ def make_partition(
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     if scheme not in PARTITION_SCHEMES:
         raise ConfigError(f"Unknown partition scheme {scheme!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
+    check_seed(seed)  # before NumPy sees it: a negative seed is its ValueError, 2**70 a seed no torch generator takes
     if num_clients < 1:
         raise ConfigError(f"The number of clients must be >= 1, got {num_clients}.")
     if scheme != "iid":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedtrain.config import TrainConfig, preset_config
+from fedtrain.config import TrainConfig, preset_config, shown_value
 from fedtrain.data import load_dataset
 from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import ConfigError
@@ -35,7 +35,7 @@ from fedtrain.run import RunPaths, train
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
-from landscape.report.presets import PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
+from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
 from landscape.surface.api import surface_for_checkpoint
 from landscape.surface.record import load_surface, save_surface
 
@@ -72,8 +72,8 @@ def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.Pat
     Plain runs keep a checkpoint at the SWA start round, where their SWA twin branches off. ``device``
     says where they train; it is not part of what a run is (a run may resume on another device).
     """
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be an integer from 1 to {MAX_SEEDS} (each seed is a full set of runs), got {shown_value(seeds)}.")
     specs = []
     for seed in range(seeds):
         for split, alpha in settings.splits:
