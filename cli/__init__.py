@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "clients": ("clients", "clients", "Per-client and pooled Hessians, client drift and the drift plane of federated checkpoints."),
     "figures": ("figures", "figures", "Assemble paper-style figures and tables from finished runs."),
     "reproduce": ("reproduce", "reproduce", "Run the paper's sharp-versus-flat comparison end to end."),
+    "info": ("info", "info", "What a checkpoint, run, surface, Hessian report or reproduction is, and whether it is complete."),
 }
 
 
