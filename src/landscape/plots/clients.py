@@ -56,12 +56,13 @@ def plot_lambda_strips(results: Results, path: str | os.PathLike[str]) -> list[P
     both panels; the grey bar is the clients' sample-weighted mean (on the left it is at least the pooled
     value: lambda_max is convex).
     """
+    from matplotlib.lines import Line2D
+
     names = list(results)
     fig = new_figure(2, 1, max(3.0, 0.7 * len(names) + 1.2), 3.0)
     axes = fig.subplots(1, 2, sharey=True)
     jitter = np.random.default_rng(0)  # fixed: the figure is the same on every run
-    for ax, where, title in ((axes[0], "global", "client loss at the global model w"),
-                             (axes[1], "local", "client loss at its own model w_k")):
+    for ax, where, title in ((axes[0], "global", "at the global model w"), (axes[1], "local", "at the client's own model w_k")):
         for i, name in enumerate(names):
             values = _lambdas(results[name], where)
             if values.size:
@@ -73,7 +74,9 @@ def plot_lambda_strips(results: Results, path: str | os.PathLike[str]) -> list[P
         ax.set_xticks(range(len(names)), [result_label(results[n]) for n in names], rotation=30, ha="right")
         ax.set_yscale("log")
         ax.set_title(title)
-    axes[0].set_ylabel("λ_max of the client's Hessian")
+    axes[0].set_ylabel("λ_max of the client's loss Hessian")
+    axes[1].legend(handles=[Line2D([], [], color="black", linewidth=1.5, label="pooled, at w"),
+                            Line2D([], [], color="0.45", linewidth=1.5, label="clients' mean")], frameon=False, fontsize=7)
     return save_figure(fig, path)
 
 
