@@ -11,7 +11,7 @@ Contract (one mechanism for the whole toolkit):
   that converges early plans fewer products) but never below ``done``.
 * ``detail`` says what runs now (``"lanczos"``, ``"pass 2/3"``, ``"run 3/8 fedasam, round 40/80"``),
   ``hint`` which flags shorten the stage (shown once with the cost estimate), ``log`` marks an event worth a
-  line in a log (an evaluated round).
+  line in a log (an evaluated round), ``eta`` overrides the printer's constant-rate extrapolation.
 * :class:`ProgressPrinter` shows events: on a terminal one live line (stage, done/planned, rate, elapsed, ETA)
   redrawn in place; in a log plain lines when a stage starts, when an event asks for it, at most every
   ``interval`` seconds otherwise, and when the stage ends; and once per stage, after ``estimate_after``
@@ -45,6 +45,8 @@ class Progress:
         detail: what runs now, free text.
         hint: which flags shorten this stage (printed with the cost estimate).
         log: a log should show this event even between its regular lines.
+        eta: seconds left, when the emitter knows better than a constant rate (a job whose units cost unequal
+            time, e.g. a reproduction's training runs and analyses); ``None``: the printer extrapolates.
     """
 
     stage: str
@@ -54,6 +56,7 @@ class Progress:
     detail: str = ""
     hint: str = ""
     log: bool = False
+    eta: float | None = None
 
     def __post_init__(self) -> None:
         if self.done < 0 or self.total < 0:
@@ -149,7 +152,7 @@ class ProgressPrinter:
         stage.last_done = event.done
         elapsed = now - stage.start
         rate = (event.done - stage.start_done) / elapsed if elapsed > 0 else 0.0
-        eta = (event.total - event.done) / rate if rate > 0 else None
+        eta = event.eta if event.eta is not None else (event.total - event.done) / rate if rate > 0 else None
         if not stage.estimated and elapsed >= self.estimate_after and rate > 0 and not event.finished:
             stage.estimated = True
             self._line(self._estimate(event, elapsed, rate))
@@ -165,6 +168,12 @@ class ProgressPrinter:
             self.stream.write(f"{event.stage} {text}\n")
             stage.last_line = now
         self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A permanent line (a stage log), above the live line on a terminal; nothing when quiet."""
+        if not self.quiet:
+            self._line(text)
+            self.stream.flush()
 
     def begin(self, stage: str, done: int, seconds_ago: float) -> None:
         """Start timing ``stage`` at ``done`` units, ``seconds_ago`` seconds back (a stage whose first event comes late)."""
@@ -190,7 +199,7 @@ class ProgressPrinter:
 
     @staticmethod
     def _estimate(event: Progress, elapsed: float, rate: float) -> str:
-        projected = event.total / rate
+        projected = elapsed + event.eta if event.eta is not None else event.total / rate
         text = (f"{event.stage}: {event.total} {event.unit} planned; at {rate:.3g} {event.unit}/s about "
                 f"{format_duration(projected)} in all ({format_duration(projected - elapsed)} to go)")
         return text + (f". {event.hint}" if event.hint else "")

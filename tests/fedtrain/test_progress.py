@@ -120,3 +120,18 @@ def test_report_calls_only_a_listener_and_counts_are_checked():
     assert seen == [Progress("x", 1, 1)] and seen[0].finished
     with pytest.raises(ValueError, match="must be >= 0"):
         Progress("x", -1, 1)
+
+
+def test_an_emitters_eta_wins_and_notes_go_above_the_live_line():
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=True, estimate_after=1e9, clock=clock)
+    printer(Progress("reproduce", 0, 4, "stages"))
+    clock.now += 10
+    printer(Progress("reproduce", 1, 4, "stages", eta=125.0))
+    printer.note("[train] heterogeneous fedavg seed 0: 10.0 s")
+    text = out.getvalue()
+    assert "1/4 stages  0.10 stages/s  elapsed 0:10  ETA 2:05" in text
+    assert text.endswith("\r\x1b[K[train] heterogeneous fedavg seed 0: 10.0 s\n")
+    quiet = io.StringIO()
+    ProgressPrinter(quiet, quiet=True).note("x")
+    assert quiet.getvalue() == ""
