@@ -23,8 +23,11 @@ def figures(run_dirs: tuple[Path, ...], out: Path) -> None:
         wrote figures/surfaces_3d.png
         ...
     """
+    from fedtrain.lock import DirectoryLock
     from landscape.plots.paper import make_figures
 
-    for files in make_figures(list(run_dirs), out).values():
+    with DirectoryLock(out):  # refused while another command writes --out (or a reproduction around it)
+        written = make_figures(list(run_dirs), out)
+    for files in written.values():
         for file in files:
             click.echo(f"wrote {file}")

@@ -4,14 +4,16 @@
 holder into it: PID, host, start time (UTC) and command line. A second writer is refused at once with
 :class:`~fedtrain.errors.DirectoryBusyError` naming the holder. The kernel drops a ``flock`` when the
 process holding it exits for any reason, SIGKILL included, so a crashed holder leaves no lock, only its
-record: the next writer takes over and keeps that record as :attr:`DirectoryLock.taken_over`.
+record: the next writer takes over, keeps that record as :attr:`DirectoryLock.taken_over` and deletes the
+temporary files of atomic writes the dead holder left in the folder.
 
 Shared filesystems: NFS (Linux >= 2.6.12) and Lustre/GPFS with flock enabled carry the lock to every
 host. Where a filesystem keeps ``flock`` local to one host (NFS mounted ``local_lock=all``, sshfs...), a
 writer on another host cannot be seen through the kernel; its record still can. So a record left by
 another host whose lock this host can take is never taken over silently: it is refused, saying that
 whether that process still runs cannot be checked from here and how to proceed once it is known to be
-gone. A clean exit removes the lock file (and the folder, if the lock created it and nothing else was
+gone. A folder inside one that a live process of this host has locked (``figures`` into a reproduction
+being run) is refused too. A clean exit removes the lock file (and the folder, if the lock created it and nothing else was
 written), so a finished command leaves no trace of its lock.
 """
 
@@ -19,19 +21,26 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
+import inspect
 import json
 import os
+import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from fedtrain.errors import DirectoryBusyError
 from fedtrain.io import write_error
 
-__all__ = ["LOCK_NAME", "LockHolder", "DirectoryLock"]
+__all__ = ["LOCK_NAME", "LockHolder", "DirectoryLock", "holds_lock", "remove_temporaries"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LOCK_NAME = ".landscape.lock"
 _RECORD_BYTES = 64 * 1024  # a holder record is a few hundred bytes; a longer file is not ours
@@ -83,6 +92,46 @@ def _same_file(fd: int, path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process of this host has that PID."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _writer_above(start: Path) -> tuple[Path, LockHolder] | None:
+    """A live process of this host (not this one) that locked ``start`` or a folder containing it, if any."""
+    for folder in (start, *start.parents):
+        try:
+            with open(folder / LOCK_NAME, "rb") as handle:
+                holder = _read_holder(handle.fileno())
+        except OSError:
+            continue
+        if holder is not None and holder.host == socket.gethostname() and holder.pid != os.getpid() and _alive(holder.pid):
+            return folder, holder
+    return None
+
+
+def remove_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Delete the temporary files that atomic writes (:func:`fedtrain.io.atomic_write_bytes`) killed mid-write left in ``folder``.
+
+    Only for a folder whose lock was just taken over from a dead holder: nobody else writes there. With
+    ``name``, only that file's temporaries. Returns the files deleted.
+    """
+    # mkstemp's names: ".<target name>.<8 random characters>.tmp"
+    pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    for file in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if pattern.fullmatch(file.name) and file.is_file():
+            file.unlink(missing_ok=True)
+            removed.append(file)
+    return removed
+
+
 def _missing_dirs(directory: Path) -> list[Path]:
     """The folders that creating ``directory`` adds, deepest first."""
     missing = []
@@ -97,15 +146,20 @@ class DirectoryLock:
     """Exclusive use of ``directory`` by this process while the ``with`` block runs.
 
     Re-entering a lock this process already holds (an API call inside a command that locked the same
-    folder) is allowed and does nothing. The folder is created when missing.
+    folder) is allowed and does nothing. The folder is created when missing. With ``name`` (``.x.npz.lock``)
+    the lock covers one output file of the folder rather than the folder, so that two commands may write
+    two files side by side.
 
     Attributes:
         directory: the locked folder.
         taken_over: the record of a holder that died without releasing (``None`` when the lock was free).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, name: str = LOCK_NAME) -> None:
         self.directory = Path(directory)
+        self.name = name
+        # what the messages name: the folder, or the one file (".surface.npz.lock" -> surface.npz)
+        self.subject = self.directory if name == LOCK_NAME else self.directory / name.removeprefix(".").removesuffix(".lock")
         self.taken_over: LockHolder | None = None
         self._fd: int | None = None
         self._created: list[Path] = []
@@ -113,9 +167,16 @@ class DirectoryLock:
     @property
     def path(self) -> Path:
         """The lock file."""
-        return self.directory / LOCK_NAME
+        return self.directory / self.name
 
     def __enter__(self) -> DirectoryLock:
+        folder = self.directory.resolve()
+        if (above := _writer_above(folder if self.name != LOCK_NAME else folder.parent)) is not None:
+            raise DirectoryBusyError(
+                f"{self.subject} lies inside {above[0]}, which is being written by {above[1].describe()}. Two commands "
+                "writing one folder would mix their files, so this one stopped before writing anything. Wait for that "
+                "process to finish (or stop it), or choose an output folder outside it."
+            )
         self._created = _missing_dirs(self.directory)
         while True:
             try:
@@ -148,7 +209,7 @@ class DirectoryLock:
         if previous is not None and previous.host != socket.gethostname():
             os.close(fd)
             raise DirectoryBusyError(
-                f"{self.directory} is marked as written by {previous.describe()}, another host. Its lock is not "
+                f"{self.subject} is marked as written by {previous.describe()}, another host. Its lock is not "
                 "visible from here (this filesystem may keep locks local to each host), so whether that process still "
                 f"runs cannot be checked. Wait for it to finish; if you are sure it no longer runs, delete {self.path} "
                 "and run this command again."
@@ -158,13 +219,15 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
         self._fd = fd
+        if previous is not None:  # the dead holder may have been killed mid-write
+            remove_temporaries(self.directory, None if self.name == LOCK_NAME else self.subject.name)
         return self
 
     def _busy_message(self, holder: LockHolder | None) -> str:
         who = "another process that has not recorded itself yet" if holder is None else holder.describe()
         where = ("" if holder is None or holder.host == socket.gethostname()
                  else " That host is not this one, so the process cannot be inspected from here.")
-        return (f"{self.directory} is being written by {who}.{where} Two commands writing one folder would mix their "
+        return (f"{self.subject} is being written by {who}.{where} Two commands writing one folder would mix their "
                 f"files, so this one stopped before writing anything. Wait for that process to finish (or stop it), "
                 f"or choose another output folder.")
 
@@ -180,3 +243,19 @@ class DirectoryLock:
                 folder.rmdir()
             except OSError:
                 break
+
+
+def holds_lock(argument: str) -> Callable[[F], F]:
+    """Make a function that writes into the folder passed as ``argument`` run holding that folder's :class:`DirectoryLock`."""
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with DirectoryLock(signature.bind(*args, **kwargs).arguments[argument]):
+                return func(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    return decorate

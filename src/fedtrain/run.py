@@ -48,13 +48,13 @@ from fedtrain._seeds import derive_seed
 from fedtrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.cohort import cohort_record, cohort_settings
-from fedtrain.config import SWA_FIELDS, TrainConfig
+from fedtrain.config import SWA_FIELDS, TrainConfig, shown_value
 from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
 from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import CheckpointError, ConfigError, LandscapeError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
-from fedtrain.lock import LOCK_NAME, DirectoryLock
+from fedtrain.lock import LOCK_NAME, DirectoryLock, remove_temporaries
 from fedtrain.models import build_model, count_parameters
 from fedtrain.observers import ObserverHook, RoundObserver, check_observers
 from fedtrain.partition import Partition, make_partition, save_partition
@@ -62,7 +62,7 @@ from fedtrain.round import RoundData, RoundMetrics, federated_round
 from fedtrain.run_files import check_metrics, config_from_record, read_run_config
 from fedtrain.server import ServerState, StateDict
 from fedtrain.session import recorded_numerics, resume_numerics
-from fedtrain.validate import UntrustedFile, short_repr
+from fedtrain.validate import UntrustedFile
 
 __all__ = ["RunPaths", "RoundFn", "train", "run_rounds", "run_inputs", "round_data", "load_run_config", "TIMING_FIELDS"]
 
@@ -221,8 +221,8 @@ def _check_resumable(config: TrainConfig, ckpt: Checkpoint, path: Path, what: st
     kwargs = {"input_shape": ckpt.model_kwargs.get("input_shape"), "num_classes": ckpt.model_kwargs.get("num_classes"),
               **json_roundtrip(config.model_kwargs)}
     if (ckpt.model_name, ckpt.dataset, ckpt.model_kwargs) != (config.model, config.dataset, kwargs):
-        file.fail(f"it holds model {ckpt.model_name!r} {short_repr(ckpt.model_kwargs)} on {ckpt.dataset!r}, this run trains "
-                  f"{config.model!r} with {short_repr(config.model_kwargs)} on {config.dataset!r}")
+        file.fail(f"it holds model {ckpt.model_name!r} {shown_value(ckpt.model_kwargs)} on {ckpt.dataset!r}, this run trains "
+                  f"{config.model!r} with {shown_value(config.model_kwargs)} on {config.dataset!r}")
     if ckpt.round > config.rounds:
         file.fail(f"it is at round {ckpt.round}, beyond the run's {config.rounds} rounds")
     if ckpt.swa_count > ckpt.round or (ckpt.swa_weights is not None and not config.swa):
@@ -305,7 +305,9 @@ def train(
         NonFiniteLossError: training diverged; the last good checkpoint is kept.
     """
     paths = RunPaths(Path(out_dir))
-    with DirectoryLock(paths.root):  # removed again (with the folder, if it made it) when nothing was written
+    with DirectoryLock(paths.root) as lock:  # removed again (with the folder, if it made it) when nothing was written
+        if lock.taken_over is not None:  # a killed run: its checkpoint writes may have been cut short too
+            remove_temporaries(paths.checkpoints)
         given = config is not None
         config = _run_config(config, paths, resume=resume, init_from=init_from)
         if resume:
@@ -354,10 +356,10 @@ def _train(
     data = round_data(config, on_device, partition, model_kwargs)
     device_used = json_roundtrip(device_record(device))  # plain values (torch.__version__ is a str subclass weights_only refuses)
     hooks = _Hooks(config, paths, partition, model_kwargs, log, _test_evaluation(config, on_device, model_kwargs), progress, device_used)
-    log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
     observe = ObserverHook(observers, lambda: log.metrics, lambda: _write_metrics(paths, log.metrics), log.observers)
     if observers and state.round > 0:  # continue the observers where the checkpoint left them
         observe.restore(load_checkpoint(paths.latest if init_from is None else Path(init_from)).state.get("observers", {}))
+    log.time_at_last_eval, log.rounds_done = time.perf_counter(), state.round
     try:
         state = run_rounds(state, rounds=config.rounds, step=lambda s: round_fn(s, config, data, s.round),
                            on_round_end=(hooks.evaluate, observe, hooks.checkpoint, hooks.report))

@@ -133,3 +133,29 @@ def test_a_lock_file_replaced_between_open_and_lock_is_locked_again(tmp_path, mo
     with DirectoryLock(tmp_path / "out"):
         assert len(calls) == 2
         assert json.loads((tmp_path / "out" / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_a_folder_inside_one_another_process_writes_is_refused(tmp_path):
+    holder = hold_in_another_process(tmp_path / "reproduction")
+    try:
+        with pytest.raises(DirectoryBusyError, match=f"lies inside {tmp_path / 'reproduction'}, which is being written by process {holder.pid}"):
+            with DirectoryLock(tmp_path / "reproduction" / "figures"):
+                pytest.fail("must not run")
+        assert not (tmp_path / "reproduction" / "figures").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with DirectoryLock(tmp_path / "reproduction" / "figures"):  # its record stays, but its process is gone
+        pass
+    with DirectoryLock(tmp_path / "outer"), DirectoryLock(tmp_path / "outer" / "inner"):  # this process's own folders nest
+        pass
+
+
+def test_taking_over_a_dead_holders_lock_deletes_the_temporaries_of_its_cut_short_writes(tmp_path):
+    holder = hold_in_another_process(tmp_path / "out")
+    (tmp_path / "out" / ".surface.npz.ab12cd_9.tmp").write_bytes(b"half a file")
+    (tmp_path / "out" / "notes.tmp").write_text("the user's")  # not a name an atomic write makes
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    with DirectoryLock(tmp_path / "out"):
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME, "notes.tmp"]

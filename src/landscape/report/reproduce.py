@@ -31,7 +31,9 @@ from fedtrain.data import load_dataset
 from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import ConfigError
 from fedtrain.io import json_roundtrip, read_json, write_json
+from fedtrain.lock import holds_lock
 from fedtrain.run import RunPaths, train
+from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, text
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
@@ -99,6 +101,7 @@ def _finished(folder: Path) -> bool:
     return RunPaths(folder).summary.is_file() and RunPaths(folder).final.is_file()
 
 
+@holds_lock("out")  # one reproduction per folder; its runs, analyses and planes take their own locks inside it
 def reproduce(
     preset: str | ReproduceSettings,
     out: str | os.PathLike[str],
@@ -136,11 +139,13 @@ def reproduce(
     root = Path(out)
     plan = {"preset": name, "seeds": seeds, "settings": settings.to_dict()}
     plan_file = root / "plan.json"
-    if plan_file.is_file() and not _same_plan(read_json(plan_file), plan):
+    if plan_file.is_file() and not _same_plan(_read_plan(plan_file), plan):
         raise ConfigError(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
         )
+    history_file = root / "reproduce.json"  # read now: a damaged record must stop the reproduction before any work
+    history = _read_history(history_file) if history_file.is_file() else []
     specs = plan_runs(settings, seeds, data_dir=data_dir, device=device)
     used = device_record(resolve_device(device))  # fail on a missing GPU or data before anything is written
     load_dataset(specs[0].config.dataset, data_dir)
@@ -187,10 +192,35 @@ def reproduce(
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")
     record["figures"] = {k: [str(p) for p in v] for k, v in written.items()}
     record["total_seconds"] = sum(s["seconds"] for s in record["stages"])
-    history_file = root / "reproduce.json"
-    history = read_json(history_file).get("invocations", []) if history_file.is_file() else []
     write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
+
+
+_FIX = "Use another --out, or delete the damaged file (the finished runs and analyses in the folder are kept and reused)."
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    """A saved ``plan.json``: an object with the preset name, the number of seeds and the settings.
+
+    Raises:
+        DataFormatError: unreadable, or of another shape.
+    """
+    file = UntrustedFile(path, "reproduction plan (plan.json)", _FIX)
+    saved = file.mapping(read_json(path, kind=file.kind, fix=_FIX))
+    file.field(saved, "preset", text())
+    file.field(saved, "seeds", integer(1))
+    file.field(saved, "settings", mapping_rule())
+    return saved
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """The invocations recorded in ``reproduce.json``.
+
+    Raises:
+        DataFormatError: unreadable, or of another shape.
+    """
+    file = UntrustedFile(path, "reproduction record (reproduce.json)", _FIX)
+    return list(file.field(file.mapping(read_json(path, kind=file.kind, fix=_FIX)), "invocations", list_of(mapping_rule()), default=[]))
 
 
 def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
