@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -189,3 +190,21 @@ def test_a_really_full_disk_is_one_paragraph_and_every_file_left_is_whole(tiny_t
             read_json(file)
         elif file.suffix == ".pt":
             load_checkpoint(file)
+
+
+# paths built from names
+
+
+@pytest.mark.parametrize("name", ["...pt", ".pt"])
+def test_surface_folders_named_after_checkpoints_stay_inside_out(tmp_path, name):
+    """`...pt` has the label `..`: its surface used to land in the parent of --out."""
+    (tmp_path / "X").mkdir()
+    a, odd = tiny_checkpoint(tmp_path / "a.pt"), tiny_checkpoint(tmp_path / "X" / name)
+    out = tmp_path / "X" / "out"
+    result = CliRunner().invoke(main, ["plot-surface", a, odd, "--steps", "3", "--samples", "20", "--plot", "heatmap",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("surface.npz"))
+    assert all(path.startswith("X/out/") for path in written) and len(written) == 2, written
+    labels = [row["label"] for row in json.loads(result.stdout)["surfaces"]]
+    assert labels == ["a", Path(name).stem]  # the figures still show the file's own name

@@ -32,12 +32,14 @@ from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import ConfigError
 from fedtrain.io import json_roundtrip, read_json, write_json
 from fedtrain.lock import holds_lock
+from fedtrain.progress import ProgressCallback
 from fedtrain.run import RunPaths, train
 from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, text
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
 from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
+from landscape.report.stages import StageRunner
 from landscape.surface.api import surface_for_checkpoint
 from landscape.surface.record import load_surface, save_surface
 
@@ -110,6 +112,7 @@ def reproduce(
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) a reproduction into ``out`` and draw its figures.
 
@@ -121,6 +124,9 @@ def reproduce(
         device: where every stage computes (``auto``, ``cpu``, ``cuda``, ``cuda:N``); not part of the plan,
             so a reproduction started on one machine may be finished on another.
         log: called with one line per stage (the library itself never prints).
+        progress: the whole job as one ``"reproduce"`` :class:`~fedtrain.progress.Progress` in ``"stages"`` (training
+            runs, Hessians, surfaces, planes): the running stage, run k of n, its round / products / grid points,
+            and an ETA from what each kind of stage took (:class:`~landscape.report.stages.StageRunner`).
 
     Returns:
         The record of this invocation, also appended to ``reproduce.json``: per stage what was done or
@@ -152,17 +158,10 @@ def reproduce(
     write_json(plan_file, plan)
     record: dict[str, Any] = {"preset": name, "seeds": seeds, "device": device, "device_used": used, "stages": []}
 
-    def stage(kind: str, label: str, action: Callable[[], Any] | None) -> None:
-        start = time.perf_counter()
-        if action is None:
-            say(f"[{kind}] {label}: done already, skipped")
-            record["stages"].append({"stage": kind, "what": label, "skipped": True, "seconds": 0.0})
-            return
-        say(f"[{kind}] {label} ...")
-        action()
-        seconds = time.perf_counter() - start
-        say(f"[{kind}] {label}: {seconds:.1f} s")
-        record["stages"].append({"stage": kind, "what": label, "skipped": False, "seconds": seconds})
+    planes = sum(all(any((s.split, s.seed, s.algorithm, s.swa) == (split, seed, a, w) for s in specs) for a, w in PLANE_MODELS)
+                 for seed in range(seeds) for split, _ in settings.splits)
+    stage = StageRunner(["train"] * len(specs) + ["hessian", "surface"] * len(specs) + ["plane"] * planes,
+                        record["stages"], say, progress)
 
     for spec in specs:
         folder = spec.folder(root)
@@ -170,11 +169,12 @@ def reproduce(
         if _finished(folder):
             stage("train", label, None)
         elif RunPaths(folder).config.is_file():
-            stage("train", label + " (resumed)", lambda f=folder, s=spec: train(s.config, f, resume=True))
+            stage("train", label + " (resumed)",
+                  lambda f=folder, s=spec: train(s.config, f, resume=True, progress=stage.train_progress))
         else:
             branch = _branch_point(spec, specs, root) if spec.swa else None
             stage("train", label + (" (from the SWA start of its plain run)" if branch else ""),
-                  lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b))
+                  lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b, progress=stage.train_progress))
 
     for spec in specs:
         _analyse(spec, spec.folder(root), settings, stage, data_dir, device)
@@ -232,24 +232,25 @@ def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
     return json_roundtrip({**saved, "settings": settings}) == json_roundtrip(plan)
 
 
-def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: Callable[..., None],
+def _analyse(spec: RunSpec, folder: Path, settings: ReproduceSettings, stage: StageRunner,
              data_dir: str | os.PathLike[str] | None, device: str) -> None:
     final = RunPaths(folder).final
     label = f"{spec.split} {spec.name} seed {spec.seed}"
     hessian_file = folder / "analysis" / "hessian.json"
     hessian = dataclasses.replace(settings.hessian, seed=spec.seed, device=device)
     stage("hessian", label, None if hessian_file.is_file() else
-          lambda: write_json(hessian_file, analyze_checkpoint(final, hessian, data_dir=data_dir).to_dict()))
+          lambda: write_json(hessian_file, analyze_checkpoint(final, hessian, data_dir=data_dir, progress=stage.progress).to_dict()))
     surface_file = folder / "analysis" / "surface.npz"
     exists = surface_file.is_file()
     done = exists and load_surface(surface_file).complete
     surface = dataclasses.replace(settings.surface, seed=spec.seed, device=device)
     stage("surface", label, None if done else
-          lambda: surface_for_checkpoint(final, surface, data_dir=data_dir, out=surface_file, resume=exists))
+          lambda: surface_for_checkpoint(final, surface, data_dir=data_dir, out=surface_file, resume=exists,
+                                         progress=stage.progress))
 
 
 def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: ReproduceSettings,
-           stage: Callable[..., None], data_dir: str | os.PathLike[str] | None, device: str) -> None:
+           stage: StageRunner, data_dir: str | os.PathLike[str] | None, device: str) -> None:
     chosen = [next((s for s in specs if (s.split, s.seed, s.algorithm, s.swa) == (split, seed, a, w)), None)
               for a, w in PLANE_MODELS]
     if any(s is None for s in chosen):
@@ -266,7 +267,7 @@ def _plane(root: Path, specs: list[RunSpec], split: str, seed: int, settings: Re
 
     def compute() -> None:
         surface = surface_for_checkpoint(finals[0], plane, plane=finals[1:], data_dir=data_dir, out=partial,
-                                         resume=partial.is_file())
+                                         resume=partial.is_file(), progress=stage.progress)
         save_surface(surface.with_metadata(labels=labels), target)
         partial.unlink()
 
