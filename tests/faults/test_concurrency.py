@@ -119,3 +119,57 @@ def test_a_sigkilled_threads_1_run_resumed_with_the_plain_command_is_bit_identic
     assert "warning: --threads 2, but the run computed with 1 CPU threads" in changed.stderr
     assert "bit-identity is no longer promised" in changed.stderr
     assert not same_weights(control, uninterrupted)
+
+
+HOLD = """
+import sys, time
+from fedtrain.lock import DirectoryLock
+with DirectoryLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture()
+def held(tmp_path):
+    """A folder another live process holds the lock of (as a running command would)."""
+    folder = tmp_path / "busy"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    yield folder, proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def tiny_checkpoint(path: Path) -> str:
+    from fedtrain.checkpoint import Checkpoint, save_checkpoint
+    from fedtrain.models import build_model
+
+    kwargs = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [4]}
+    save_checkpoint(Checkpoint(model_name="mlp", model_kwargs=kwargs, weights=build_model("mlp", **kwargs, seed=0).state_dict(),
+                               dataset="synthetic"), path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["plot-surface", "{ckpt}", "--steps", "3", "--samples", "20", "--out", "{busy}"], "{busy}"),
+        (["plot-surface", "{ckpt}", "--steps", "3", "--samples", "20", "--out", "{busy}/inner"], "{busy}/inner lies inside {busy}"),
+        (["reproduce", "--preset", "smoke", "--out", "{busy}"], "{busy}"),
+        (["figures", "{busy}", "--out", "{busy}/figures"], "{busy}/figures lies inside {busy}"),
+    ],
+)
+def test_every_command_that_writes_a_folder_is_refused_while_another_process_writes_it(tmp_path, held, args, where):
+    from click.testing import CliRunner
+
+    from fedlandscape_cli import main
+
+    busy, pid = held
+    before = sorted(busy.rglob("*"))
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    result = CliRunner().invoke(main, [a.format(busy=busy, ckpt=ckpt) for a in args])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    error = result.output[result.output.index("Error:"):].strip()
+    assert where.format(busy=busy) in error and f"process {pid} on host" in error and "\n" not in error
+    assert sorted(busy.rglob("*")) == before  # nothing written, not even a folder
