@@ -357,7 +357,7 @@ class TrackingSettings:
         for name in ("every", "num_examples", "batch_size", "max_matvecs"):
             _positive_int(name, getattr(self, name))
         _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
-        _positive_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         _positive_float("tol", self.tol)
         _need(isinstance(self.trace, bool) and isinstance(self.warm_start, bool),
               f"trace and warm_start must be true or false, got {self.trace!r} and {self.warm_start!r}.")

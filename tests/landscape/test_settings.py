@@ -109,3 +109,14 @@ def test_records_from_dicts_get_the_same_checks():
         settings_from_dict(HessianSettings, {"tol": "abc"})
     with pytest.raises(ConfigError, match=r"seed \(--seed\)"):
         settings_from_dict(SurfaceSettings, {"seed": -3})
+
+
+def test_every_record_with_a_seed_takes_the_same_range():
+    from landscape.federated.settings import ClientSettings
+    from landscape.settings import TrackingSettings
+
+    for cls in (HessianSettings, SurfaceSettings, TrackingSettings, ClientSettings):
+        assert cls(seed=MAX_SEED).seed == MAX_SEED
+        for bad in (-1, MAX_SEED + 1, 2**70, True, 1.0):
+            with pytest.raises(ConfigError, match=r"seed \(--seed\) must be an integer from 0 to 2\*\*63 - 1"):
+                cls(seed=bad)

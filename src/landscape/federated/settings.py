@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from fedtrain.config import check_device_spec
+from fedtrain.config import check_device_spec, check_seed
 from landscape.settings import WEIGHTS, _choice, _need, _optional_positive_int, _positive_float, _positive_int
 
 __all__ = ["ClientSettings"]
@@ -82,7 +82,7 @@ class ClientSettings:
             _positive_int(name, getattr(self, name))
         _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
         _positive_int("plane_steps", self.plane_steps, minimum=2)
-        _positive_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         _positive_float("tol", self.tol)
         _positive_float("plane_margin", self.plane_margin, allow_zero=True)
         if self.plane_clients is not None:
