@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from fedtrain.progress import ProgressCallback
 from landscape.hessian.counted import ProductPlan
 from landscape.hessian.density import density_slq
 from landscape.hessian.lanczos import default_max_matvecs, flatness_ratio, top_eigenpairs
-from landscape.hessian.operator import HessianOperator, split_batches
+from landscape.hessian.hvp import Batch
+from landscape.hessian.operator import HessianOperator, LinearOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 from landscape.hessian.measures import flatness_measures
 from landscape.settings import HessianSettings, MeasureSettings
@@ -40,6 +42,8 @@ from landscape.settings import HessianSettings, MeasureSettings
 __all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products",
            "read_report"]
 
+# Builds the operator of an analysis from the model, its batches and the device.
+OperatorFactory = Callable[[nn.Module, list[Batch], torch.device], LinearOperator]
 # Shown with the cost estimate of a long analysis: the settings that cut its products or their cost.
 SHORTER = ("Shorter: fewer --samples (each product is one pass over them), --density-probes/--density-steps "
            "or --no-density, fewer --trace-matvecs or --no-trace, a smaller --top-k.")
@@ -212,8 +216,8 @@ def planned_products(settings: HessianSettings, dim: int | None = None) -> dict[
 
 def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: HessianSettings, device: torch.device, *,
              keep_eigenvectors: bool, progress: ProgressCallback | None = None,
-             measures: MeasureSettings | None = None) -> HessianReport:
-    """:func:`analyze_model` on a resolved ``device``."""
+             measures: MeasureSettings | None = None, operator_factory: OperatorFactory | None = None) -> HessianReport:
+    """:func:`analyze_model` on a resolved ``device``; ``operator_factory`` (default :class:`HessianOperator`) builds the operator."""
     # the operator's dimension, known before any product: a request the model cannot answer is refused here
     settings.check_model_size(sum(p.numel() for p in model.parameters() if p.requires_grad))
     config = _analysis_config(settings, int(len(labels)), device)
@@ -223,7 +227,9 @@ def _analyze(model: nn.Module, inputs: Tensor, labels: Tensor, settings: Hessian
         return _analyze_with_pyhessian(model, inputs, labels, settings, config, device)
     start_all = time.perf_counter()
     inputs, labels = inputs.to(device), labels.to(device)  # once: the batches are views of these
-    operator = HessianOperator(model, cross_entropy, split_batches(inputs, labels, settings.batch_size), device=device)
+    batches = split_batches(inputs, labels, settings.batch_size)
+    operator = (HessianOperator(model, cross_entropy, batches, device=device) if operator_factory is None
+                else operator_factory(model, batches, device))
     config["hvp_method"] = operator.method
     config["hvp_cached_graph"] = operator.cache_graph
     config["num_parameters"] = operator.dim
@@ -330,6 +336,7 @@ def analyze_checkpoint(
     progress: ProgressCallback | None = None,
     measures: MeasureSettings | None = None,
     foreign: ForeignSpec | None = None,
+    operator_factory: OperatorFactory | None = None,
 ) -> HessianReport:
     """Hessian analysis of a checkpoint's model on a fixed subset of its dataset.
 
@@ -351,6 +358,9 @@ def analyze_checkpoint(
         measures: also these flatness measures, on the same subset and model (see :func:`analyze_model`).
         foreign: read ``path`` as a plain ``state_dict`` of this model and data
             (:func:`fedtrain.foreign.load_foreign`); recorded as ``config["foreign"]``.
+        operator_factory: builds the operator from ``(model, batches, device)`` (default: the
+            :class:`HessianOperator` of all batches); :mod:`landscape.hessian.distributed` passes one whose
+            products are summed over processes.
 
     Returns:
         :class:`HessianReport` whose ``config`` also records the checkpoint path, SHA-256,
@@ -369,7 +379,7 @@ def analyze_checkpoint(
     dataset = dataset_of(checkpoint, data_dir)
     inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
     report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None,
-                      progress=progress, measures=measures)
+                      progress=progress, measures=measures, operator_factory=operator_factory)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
