@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import friendly_errors
+from fedlandscape_cli._common import friendly_errors, quiet_option
 
 
 @click.command("figures")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"), show_default=True,
               help="Folder for the figures (PNG and PDF) and results.md / results.csv.")
+@quiet_option
 @friendly_errors
-def figures(run_dirs: tuple[Path, ...], out: Path) -> None:
+def figures(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
     """Assemble figures from training runs (folders with summary.json, their analysis/ and planes/).
 
     \b
@@ -28,6 +29,6 @@ def figures(run_dirs: tuple[Path, ...], out: Path) -> None:
 
     with DirectoryLock(out):  # refused while another command writes --out (or a reproduction around it)
         written = make_figures(list(run_dirs), out)
-    for files in written.values():
+    for files in [] if quiet else written.values():
         for file in files:
             click.echo(f"wrote {file}")

@@ -24,6 +24,9 @@ from landscape.report.presets import REPRODUCE_PRESETS
 def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None, device: str) -> None:
     """Train FedAvg, FedSAM, FedASAM (+SWA) on a heterogeneous and a homogeneous split, analyse every final model, draw the figures.
 
+    Progress: one line on stderr for the whole job (stage k of n, the running run's round or the analysis's
+    products / grid points, elapsed, ETA from what each kind of stage took so far); --quiet for none.
+
     \b
     Example:
         $ landscape reproduce --preset quick --out runs/quick
