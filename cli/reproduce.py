@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import data_dir_option, device_option, friendly_errors
+from fedlandscape_cli._common import data_dir_option, device_option, friendly_errors, progress_printer, quiet_option
 from landscape.report.presets import REPRODUCE_PRESETS
 
 
@@ -20,8 +20,9 @@ from landscape.report.presets import REPRODUCE_PRESETS
 @data_dir_option
 @device_option(help="Where every stage computes: auto (a GPU when there is one), cpu, cuda or cuda:N. Not part of the "
                     "plan: a reproduction may be continued on another machine.")
+@quiet_option
 @friendly_errors
-def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None, device: str) -> None:
+def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None, device: str, quiet: bool) -> None:
     """Train FedAvg, FedSAM, FedASAM (+SWA) on a heterogeneous and a homogeneous split, analyse every final model, draw the figures.
 
     Progress: one line on stderr for the whole job (stage k of n, the running run's round or the analysis's
@@ -36,7 +37,10 @@ def reproduce(preset: str, out: Path, seeds: int, data_dir: Path | None, device:
     """
     from landscape.report.reproduce import reproduce as run_reproduction
 
-    record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, device=device, log=click.echo)
+    printer = progress_printer(quiet)
+    # On a terminal the stage lines go above the live progress line; in a log they stay on stdout, as before.
+    log = (lambda line: None) if quiet else printer.note if printer.tty else click.echo
+    record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, device=device, log=log, progress=printer)
     click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}")
     click.echo((out / "figures" / "results.md").read_text())
     click.echo((out / "figures" / "claims.md").read_text())
