@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, device_option, friendly_errors, progress_printer, quiet_option, seed_option
+from fedtrain.config import MAX_THREADS
 from landscape.federated.settings import ClientSettings
 from landscape.settings import WEIGHTS
 
@@ -37,7 +38,7 @@ DEFAULTS = ClientSettings()
 @click.option("--weights", type=click.Choice(WEIGHTS), default=DEFAULTS.weights, show_default=True, help="Which model of the checkpoint is the global model: auto = SWA when present.")
 @device_option(default=DEFAULTS.device)
 @data_dir_option
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (recorded in the results).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for torch (recorded in the results).")
 @quiet_option
 @friendly_errors
 def clients(checkpoints: tuple[Path, ...], out: Path, names: tuple[str, ...], saved: tuple[Path, ...], clients: int,

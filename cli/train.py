@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors
-from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES
+from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES, MAX_THREADS
 
 _FLOAT0 = click.FloatRange(min=0)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -54,7 +54,7 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, help="Write latest.pt every this many rounds (it is also written at evaluations).")
 @click.option("--checkpoint-round", "checkpoint_rounds", type=click.IntRange(min=1), multiple=True, help="Keep a checkpoint after this round (repeatable).")
 @click.option("--seed", type=int, default=None, help="Seed of every random choice; recorded with the result.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice; on --resume the run's recorded count).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for torch (default: torch's choice; on --resume the run's recorded count).")
 @click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
               help="Where to train: auto (a GPU when there is one; the default), cpu, cuda or cuda:N. May change on --resume.")
 @click.option("--deterministic/--no-deterministic", default=None,

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
+from fedtrain.config import check_threads
 from fedtrain.device import deterministic_algorithms, ieee_float32
 
 __all__ = ["run_numerics"]
@@ -32,6 +33,8 @@ def run_numerics(device: torch.device, *, deterministic: bool, threads: int | No
 def _torch_threads(threads: int | None) -> Iterator[None]:
     # The thread count changes the order of CPU reductions, hence the last bits of every result.
     before = torch.get_num_threads()
+    if threads is not None:
+        check_threads(threads)  # a recorded count too: torch.set_num_threads overflows on a huge one
     if threads is None or threads == before:
         yield
         return

@@ -32,6 +32,9 @@ __all__ = [
     "check_device_spec",
     "MAX_SEED",
     "check_seed",
+    "MAX_THREADS",
+    "check_threads",
+    "shown_value",
     "TrainConfig",
     "preset_config",
     "load_config_file",
@@ -80,6 +83,22 @@ def check_seed(seed: object, name: str = "seed") -> int:
         raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be an integer from 0 to 2**63 - 1 "
                           f"({MAX_SEED}), got {shown_value(seed)}. Seeds are recorded with the results; pick another.")
     return seed
+
+
+# torch.set_num_threads overflows beyond a C int; past the cores, threads only contend (the machine has os.cpu_count()).
+MAX_THREADS = 1024
+
+
+def check_threads(threads: object) -> int:
+    """``threads`` itself when it is an integer from 1 to :data:`MAX_THREADS` (torch's CPU thread count).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"threads (--threads) must be an integer from 1 to {MAX_THREADS}, got {shown_value(threads)}. "
+                          "Use at most the machine's CPU cores.")
+    return threads
 
 
 def shown_value(value: object, width: int = 60) -> str:

@@ -154,6 +154,7 @@ TRAIN_CASES = [
     (["--swa-start", "inf"], r"swa_start \(--swa-start\) must be a fraction in \[0, 1\) or a whole round number, got inf"),
     (["--swa-lr", "nan"], r"swa_lr \(--swa-lr\) must be a finite number >= 0, got nan"),
     (["--checkpoint-round", "5"], r"checkpoint_rounds \(--checkpoint-round\) \[5\] include rounds after the last \(2\)"),
+    (["--threads", str(10**11)], r"Invalid value for '--threads': 100000000000 is not in the range 1<=x<=1024"),  # was an overflow traceback
 ]
 
 

@@ -200,3 +200,18 @@ def test_the_seed_range_is_exactly_what_the_generators_take():
     with pytest.raises(ValueError, match="Overflow"):  # what --seed 2**70 hit before the record refused it
         torch.Generator().manual_seed(2**70)
     assert TrainConfig(partition="iid", alpha=None).alpha is None and TrainConfig(checkpoint_rounds=[100]).checkpoint_rounds == (100,)
+
+
+def test_thread_counts_are_bounded_where_torch_gets_them():
+    import torch
+
+    from fedtrain._numerics import run_numerics
+    from fedtrain.config import MAX_THREADS, check_threads
+
+    assert check_threads(1) == 1 and check_threads(MAX_THREADS) == MAX_THREADS
+    for bad in (0, MAX_THREADS + 1, 10**11, True, 2.0, "4"):
+        with pytest.raises(ConfigError, match=r"threads \(--threads\) must be an integer from 1 to 1024"):
+            check_threads(bad)
+    with pytest.raises(ConfigError, match="threads"):  # a count recorded in a damaged checkpoint, before torch sees it
+        with run_numerics(torch.device("cpu"), deterministic=False, threads=10**11):
+            pass
