@@ -53,6 +53,9 @@ MEASURE_DEFAULTS = MeasureSettings()
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Average-case sharpness: std of the Gaussian perturbation (default {MEASURE_DEFAULTS.sigma}).")
 @click.option("--ascent-steps", type=click.IntRange(min=1), default=None, help=f"Gradient steps of the worst-case ascent (default {MEASURE_DEFAULTS.ascent_steps}).")
 @click.option("--average-samples", type=click.IntRange(min=1), default=None, help=f"Antithetic pairs of the average-case estimate (default {MEASURE_DEFAULTS.average_samples}).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes sharing the products (torch.distributed: gloo on CPUs, one GPU each with NCCL); same numbers up to "
+                   "float64 summation order; no live progress or --measures with more than 1.")
 @quiet_option
 @friendly_errors
 def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: int, tol: float, max_matvecs: int | None,
@@ -60,7 +63,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
             seed: int, weights: str, backend: str, device: str, out: Path | None, plot: Path | None,
             eigenvectors_out: Path | None, foreign_model: str | None, foreign_model_kwargs: str | None,
             foreign_dataset: str | None, foreign_data: str | None, data_dir: Path | None, quiet: bool, measures: str | None = None,
-            **measure_options: float | int | None) -> None:
+            nproc: int = 1, **measure_options: float | int | None) -> None:
     """Top-k Hessian eigenvalues, trace and eigenvalue density of CHECKPOINT's model.
 
     Cost: every Hessian-vector product is one pass over --samples. The defaults (2,048 samples, top-5 with
@@ -75,13 +78,14 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     \b
     Example:
         $ landscape hessian run/ckpt.pt --samples 512 --density-probes 4 --out h.json --plot esd.png
+        $ landscape hessian run/ckpt.pt --nproc 2 --out h.json       # products shared by 2 processes
         hessian of run/ckpt.pt (swa weights, train split, 512 samples, backend fedlandscape, BN eval, on cpu)
           lambda_1 ..  lambda_5   6.4506  5.8016  5.4516  4.9134  3.7205  (all converged)
           ...
     """
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json, write_json
-    from landscape.hessian.analysis import analyze_checkpoint
+    from landscape.hessian.distributed import analyze_checkpoint_parallel
 
     if plot is not None and not density:
         raise ConfigError("--plot draws the eigenvalue density; drop --no-density or --plot.")
@@ -92,8 +96,9 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     )
     measure_settings = _measure_settings(measures, tol, measure_options)
     foreign = foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data)
-    report = analyze_checkpoint(checkpoint, settings, data_dir=data_dir, eigenvectors_out=eigenvectors_out,
-                                progress=progress_printer(quiet), measures=measure_settings, foreign=foreign)
+    report = analyze_checkpoint_parallel(checkpoint, settings, nproc=nproc, data_dir=data_dir, eigenvectors_out=eigenvectors_out,
+                                         progress=progress_printer(quiet) if nproc == 1 else None, measures=measure_settings,
+                                         foreign=foreign)
     result = report.to_dict()
     say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     for line in format_table(result):

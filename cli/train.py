@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import data_dir_option, friendly_errors
+from fedlandscape_cli._common import data_dir_option, friendly_errors, progress_printer, quiet_option
 from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES, MAX_THREADS
 
 _FLOAT0 = click.FloatRange(min=0)
@@ -74,9 +73,10 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--num-supernodes", type=click.IntRange(min=1), default=None,
               help="With --engine flower: virtual SuperNodes, one client each (default: --num-clients).")
 @click.option("--track-trace", is_flag=True, help="With --track-sharpness, also log the Hutch++ trace (30 products a check).")
+@quiet_option
 @friendly_errors
 def train(preset, config_file, out, resume, overwrite, init_from, threads, track_sharpness, track_trace, engine, num_supernodes,
-          **flags) -> None:
+          quiet, **flags) -> None:
     """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
 
     \b
@@ -89,7 +89,6 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
     from fedtrain.config import resolve_config
     from fedtrain.errors import ConfigError
     from fedtrain.io import to_json
-    from fedtrain.progress import ProgressPrinter
     from fedtrain.run import RunPaths, load_run_config, train as run_train
     from fedtrain.session import recorded_numerics, resume_numerics
 
@@ -117,10 +116,11 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
         raise ConfigError("Pass --out RUN_DIR (a new directory for the run), or --resume RUN_DIR.")
     else:
         config = resolve_config(preset, config_file, overrides)
-    click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
+    if not quiet:
+        click.echo(f"resolved config: {json.dumps(config.to_dict(), sort_keys=True)}", err=True)
     run_train = _engine(engine, num_supernodes) or run_train
     summary = run_train(config, out, resume=resume is not None, overwrite=overwrite, init_from=init_from,
-                        progress=ProgressPrinter(sys.stderr), threads=threads,
+                        progress=progress_printer(quiet), threads=threads,
                         **({"observers": observers} if (observers := _observers(config)) else {}))
     click.echo(to_json(summary))
 
