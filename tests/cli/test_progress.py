@@ -53,3 +53,12 @@ def test_plot_surface_prints_grid_points_per_pass(checkpoint, tmp_path):
     counted = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("surface ")]
     assert counted[0] == "0/9" and counted[-1] == "9/9"
     assert "pass 3/3" in result.stderr
+
+
+def test_train_quiet_prints_only_the_summary(tmp_path):
+    from tests.cli.test_train import TINY
+
+    result = CliRunner().invoke(main, ["train", *TINY, "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0 and result.stderr == "" and "final_accuracy" in json.loads(result.stdout)
+    result = CliRunner().invoke(main, ["train", *TINY, "--out", str(tmp_path / "run"), "--quiet"])  # exists: an error
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ")
