@@ -195,6 +195,7 @@ class DirectoryLock:
                 raise DirectoryBusyError(self._busy_message(holder)) from None
             except OSError as err:
                 os.close(fd)
+                self._remove_what_was_made()
                 if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise DirectoryBusyError(
                         f"Cannot lock {self.directory}: its filesystem does not support file locks ({err.strerror}), so "
@@ -238,7 +239,13 @@ class DirectoryLock:
         self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
-        for folder in self._created:  # folders the lock made and nothing else filled
+        self._remove_what_was_made()
+
+    def _remove_what_was_made(self) -> None:
+        """Delete the lock file if it is the only trace, and the folders the lock made that nothing else filled."""
+        if self._created:
+            self.path.unlink(missing_ok=True)
+        for folder in self._created:
             try:
                 folder.rmdir()
             except OSError:

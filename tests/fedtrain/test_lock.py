@@ -115,6 +115,7 @@ def test_a_filesystem_without_locks_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DirectoryBusyError, match="does not support file locks .*local disk"):
         with DirectoryLock(tmp_path / "out"):
             pytest.fail("must not run")
+    assert not (tmp_path / "out").exists()  # no trace of the attempt
 
 
 def test_a_lock_file_replaced_between_open_and_lock_is_locked_again(tmp_path, monkeypatch):
