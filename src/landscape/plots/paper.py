@@ -234,10 +234,10 @@ def plot_surface_grid(records: Sequence[RunRecord], path: Path, *, key: str = "t
             match = [r for r in with_surface if r.split == split and r.algorithm == algorithm]
             if not match:
                 ax.set_axis_off()
-                ax.set_title(f"{algorithm}, {split}\n(not run)", color="0.5")
+                ax.set_title(f"{algorithm}, {display_text(split)}\n(not run)", color="0.5")
                 continue
             mappable = draw_surface_3d(ax, match[0].surface, key, vmin=vmin, vmax=vmax, cmap="coolwarm")  # type: ignore[arg-type]
-            ax.set_title(f"{algorithm}, {split}")
+            ax.set_title(f"{algorithm}, {display_text(split)}")
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.tick_params(labelsize=6, pad=0)
@@ -261,7 +261,7 @@ def plot_sharpness(rows: Sequence[dict[str, Any]], path: Path) -> list[Path]:
             values = [next((r[key] for r in rows if r["split"] == split and r["algorithm"] == a), np.nan) or np.nan for a in algorithms]
             errors = [next((r[f"{key}_std"] for r in rows if r["split"] == split and r["algorithm"] == a), None) or 0.0 for a in algorithms]
             x = np.arange(len(algorithms)) + (s - (len(splits) - 1) / 2) * width
-            ax.bar(x, values, width=width, yerr=errors if any(errors) else None, label=split, capsize=2,
+            ax.bar(x, values, width=width, yerr=errors if any(errors) else None, label=display_text(split), capsize=2,
                    color=f"C{s}", edgecolor="black", linewidth=0.4)
         ax.set_xticks(np.arange(len(algorithms)), algorithms, rotation=30, ha="right")
         ax.set_ylabel(title)
@@ -285,7 +285,7 @@ def plot_densities(records: Sequence[RunRecord], path: Path) -> list[Path]:
             density = record.hessian["density"]  # type: ignore[index]
             draw_spectral_density(ax, density["grid"], density["values"], label=record.algorithm,
                                   color=_COLORS.get(record.algorithm))
-        ax.set_title(f"Hessian eigenvalue density, {split}")
+        ax.set_title(f"Hessian eigenvalue density, {display_text(split)}")
     return save_figure(fig, path)
 
 
@@ -311,7 +311,7 @@ def plot_accuracy(records: Sequence[RunRecord], path: Path) -> list[Path]:
             ax.annotate("SWA start", (start, 0.02), xycoords=("data", "axes fraction"), fontsize=7, color="0.3",
                         xytext=(2, 0), textcoords="offset points")
         ax.set_xlabel("round")
-        ax.set_title(f"test accuracy, {split}")
+        ax.set_title(f"test accuracy, {display_text(split)}")
         ax.legend(frameon=False, fontsize=7)
     axes[0].set_ylabel("test accuracy (%)")
     return save_figure(fig, path)

@@ -69,3 +69,13 @@ def test_drawing_every_figure_never_imports_pyplot_or_switches_the_backend(tmp_p
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "esd.png").is_file() and (tmp_path / "train_loss_3d.png").is_file()
+
+
+def test_display_text_makes_any_name_renderable():
+    from landscape.plots.figure import display_text
+
+    assert display_text("fedasam-swa") == "fedasam-swa" and display_text("λ_max") == "λ_max"
+    assert display_text("run\udcff.pt") == "run\ufffd.pt"  # an undecodable byte, as os.fsdecode keeps it
+    assert "\ufffd" in display_text("\ud800x") and display_text("\ud800x").endswith("x")  # any other lone surrogate
+    assert display_text("a$b$") == "a\\$b\\$"  # literal dollars, never mathtext
+    display_text("run\udcff.pt").encode("utf-8")  # what a PDF or a font needs

@@ -86,3 +86,35 @@ def test_refusals_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="no 'test_loss'"):
         plot_surfaces({"a": bowl(1.0)}, tmp_path / "x", key="test_loss")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("vmax", "log_scale", "match"),
+    [
+        (float("nan"), False, r"vmax \(--vmax\) must be a finite number, got nan"),
+        (float("inf"), False, r"vmax \(--vmax\) must be a finite number, got inf"),
+        ("2", False, r"vmax \(--vmax\) must be a finite number, got '2'"),
+        (0.2, False, r"vmax \(--vmax\) 0.2 is at or below the lowest train loss of the surfaces \(0.2; they span 0.2 .. 8.2\)"),
+        (-1.0, True, r"vmax \(--vmax\) -1 is at or below the lowest log10 train loss .* \(in log10 units"),
+    ],
+)
+def test_a_vmax_that_cannot_scale_the_colours_is_refused_before_any_figure(tmp_path, vmax, log_scale, match):
+    surfaces = {"flat": bowl(0.5), "sharp": bowl(4.0)}  # losses 0.2 .. 8.2
+    with pytest.raises(ConfigError, match=match):
+        write_figures(surfaces, tmp_path / "figs", log_scale=log_scale, vmax=vmax)
+    with pytest.raises(ConfigError, match=match):
+        plot_surfaces(surfaces, tmp_path / "one", kind="heatmap", log_scale=log_scale, vmax=vmax)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_vmax_inside_the_values_clips_them_on_every_kind(tmp_path):
+    written = write_figures({"flat": bowl(0.5), "sharp": bowl(4.0)}, tmp_path, vmax=1.0)
+    assert len(written) == 10 and all(f.stat().st_size > 1000 for f in written)
+
+
+def test_titles_from_file_names_render_whatever_bytes_they_hold(tmp_path):
+    # os.listdir gives b"\xff" as "\udcff"; "$...$" would be parsed as mathtext ("\frac" without arguments fails)
+    names = {"run\udcff": bowl(0.5), "a$\\frac$b": bowl(4.0)}
+    for kind in ("3d", "contour", "heatmap"):
+        assert plot_surfaces(names, tmp_path / kind, kind=kind)[0].read_bytes()[:4] == b"\x89PNG"
+    assert plot_surfaces({"x\ud800y": curve()}, tmp_path / "line")[0].stat().st_size > 1000
