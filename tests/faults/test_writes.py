@@ -208,3 +208,29 @@ def test_surface_folders_named_after_checkpoints_stay_inside_out(tmp_path, name)
     assert all(path.startswith("X/out/") for path in written) and len(written) == 2, written
     labels = [row["label"] for row in json.loads(result.stdout)["surfaces"]]
     assert labels == ["a", Path(name).stem]  # the figures still show the file's own name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--resume", "{run}"],
+        ["hessian", "{ckpt}", "--samples", "20", "--top-k", "1", "--out", "{tmp}/h.json"],
+        ["plot-surface", "{ckpt}", "--steps", "3", "--samples", "20", "--plot", "heatmap", "--out", "{tmp}/surface"],
+        ["partition", "--dataset", "synthetic", "--scheme", "iid", "--num-clients", "4", "--out", "{tmp}/p.json"],
+    ],
+    ids=lambda args: args[0] + (" --resume" if "--resume" in args else ""),
+)
+def test_no_space_is_one_paragraph_for_every_command_that_writes(tmp_path, monkeypatch, args):
+    train(tiny(), tmp_path / "run")
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    before = snapshot(tmp_path / "run")
+
+    def no_space(src, dst, *rest, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+    result = CliRunner().invoke(main, [a.format(run=tmp_path / "run", ckpt=ckpt, tmp=tmp_path) for a in args])
+    error = one_paragraph(result)
+    assert "no space left on the device" in error and f"Cannot write {tmp_path}" in error
+    monkeypatch.undo()
+    assert leftovers(tmp_path) == [] and snapshot(tmp_path / "run") == before
