@@ -71,7 +71,8 @@ RoundFn = Callable[[ServerState, TrainConfig, RoundData, int], tuple[ServerState
 TIMING_FIELDS = ("seconds", "samples_per_s")  # metrics fields that measure the machine, not the training
 _RUN_FILES = ("config.json", "partition.json", "metrics.jsonl", "summary.json")
 # Where the data are and what computes the run may change between sessions (another machine, another GPU).
-_IGNORED_ON_RESUME = ("data_dir", "device", "deterministic")
+# The cohort mode is how, not what, like the device: a resume may change it (the numbers then agree to rounding).
+_IGNORED_ON_RESUME = ("data_dir", "device", "deterministic", "cohort", "cohort_chunk", "cohort_compile")
 _IGNORED_ON_BRANCH = (*SWA_FIELDS, *_IGNORED_ON_RESUME, "preset", "checkpoint_every", "checkpoint_rounds", "observers")
 
 

@@ -61,6 +61,9 @@ def config_from_record(values: Any, file: UntrustedFile) -> TrainConfig:
             :class:`TrainConfig` refuses (its message, with the file named).
     """
     values = file.mapping(values, "its training configuration")
+    # A record from before the cohort setting was trained one client after another: it resumes that way
+    # (the default, auto, would vectorise it on a GPU and change its numbers silently).
+    values = {"cohort": "sequential", **values}
     check_record_fields(values, TrainConfig, file, "setting ")
     try:
         return TrainConfig.from_dict(values)

@@ -319,3 +319,14 @@ def test_cohort_compile_wraps_the_vectorised_step_in_torch_compile(monkeypatch):
     compiled = cohort_update(_mlp(), _state(_mlp()), shards, cfg, _generators(3), CohortSettings("vmap", 0, True))
     assert calls == [{"dynamic": False}, {"dynamic": False}]  # the unmasked and the masked step
     assert all(_max_diff(a.delta, b.delta) == 0 for a, b in zip(plain, compiled))
+
+
+def test_a_run_recorded_before_the_cohort_setting_resumes_sequential_and_a_new_one_keeps_its_mode(tmp_path):
+    from fedtrain.run import load_run_config
+
+    old = _config().to_dict()
+    del old["cohort"]  # a config.json written before the setting existed: its rounds ran one client after another
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_run_config(tmp_path).cohort == "sequential"
+    (tmp_path / "config.json").write_text(json.dumps(_config().to_dict()))
+    assert load_run_config(tmp_path).cohort == "auto"
