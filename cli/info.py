@@ -23,8 +23,8 @@ def info(path: Path, as_json: bool) -> None:
     \b
     Example:
         $ landscape info runs/fedasam/checkpoints/final.pt
-        checkpoint  runs/fedasam/checkpoints/final.pt
-          status    round 80 of 80 (final)
+        checkpoint  runs/fedasam/checkpoints/final.pt  [complete]
+          round 80 of 80 (final)
           ...
     """
     from fedtrain.io import to_json
@@ -40,7 +40,7 @@ def info(path: Path, as_json: bool) -> None:
 
 def format_info(summary: dict[str, Any]) -> list[str]:
     """The text of ``landscape info``: kind and path, status, then how it was made and its numbers, one key a line."""
-    lines = [f"{summary['kind']}  {summary['path']}", f"  {'complete' if summary['complete'] else 'INCOMPLETE'}: {summary['status']}"]
+    lines = [f"{summary['kind']}  {summary['path']}  [{'complete' if summary['complete'] else 'INCOMPLETE'}]", f"  {summary['status']}"]
     for section in ("made", "headline"):
         if summary[section]:
             lines.append(f"  {'how it was made' if section == 'made' else 'headline numbers'}:")
@@ -55,6 +55,17 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, (dict, list)):
-        text = json.dumps(value, separators=(", ", ": "), default=str)
+        text = json.dumps(_rounded(value), separators=(", ", ": "), default=str)
         return text if len(text) <= 160 else text[:157] + "..."
     return str(value)
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float inside cut to 6 significant digits (the text view; --json keeps them all)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

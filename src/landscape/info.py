@@ -175,7 +175,7 @@ def _surface(path: Path) -> ArtefactInfo:
     surface = load_surface(path)
     meta = surface.metadata
     points, done = int(surface.done.size), int(surface.done.sum())
-    status = (f"complete, {points} grid points" if surface.complete else
+    status = (f"all {points} grid points computed" if surface.complete else
               f"partial: {done} of {points} grid points (finish with landscape plot-surface ... --resume)")
     made = {k: meta[k] for k in ("kind", "checkpoints", "model", "dataset", "seeds", "splits", "bn", "num_examples",
                                  "versions", "device_used", "foreign") if k in meta}

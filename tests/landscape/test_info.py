@@ -81,7 +81,7 @@ def test_a_surface_tells_its_grid_and_losses_and_a_partial_one_is_incomplete(art
 
     info = describe(artefacts["surface"])
     surface = load_surface(artefacts["surface"])
-    assert info.kind == "surface" and info.complete and info.status == "complete, 9 grid points"
+    assert info.kind == "surface" and info.complete and info.status == "all 9 grid points computed"
     assert info.made["shape"] == [3, 3] and info.made["kind"] == "random"
     assert info.headline["test_loss_min"] == float(surface.value("test", "loss").min())
     assert info.headline["test_loss_centre"] == float(surface.value("test", "loss")[1, 1])
@@ -113,8 +113,11 @@ def test_foreign_files_are_one_paragraph_errors(tmp_path):
 
 def test_cli_prints_text_or_json_and_errors_exit_1(artefacts, tmp_path):
     result = CliRunner().invoke(main, ["info", str(artefacts["final"])])
-    assert result.exit_code == 0 and result.output.startswith(f"checkpoint  {artefacts['final']}\n  complete: round 2 of 2 (final)")
+    assert result.exit_code == 0 and result.output.startswith(f"checkpoint  {artefacts['final']}  [complete]\n  round 2 of 2 (final)\n")
     assert "how it was made:" in result.output and "headline numbers:" in result.output
+    result = CliRunner().invoke(main, ["info", str(artefacts["hessian"])])
+    eigenvalues = json.loads(artefacts["hessian"].read_text())["eigenvalues"]
+    assert f"eigenvalues        [{float(f'{eigenvalues[0]:.6g}')}, " in result.output  # 6 digits in the text view
     result = CliRunner().invoke(main, ["info", str(artefacts["surface"]), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["kind"] == "surface"
     (tmp_path / "x.txt").write_text("x")
