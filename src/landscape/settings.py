@@ -338,6 +338,8 @@ class TrackingSettings:
         max_matvecs: product budget of one check's eigensolver.
         trace, trace_matvecs: whether and with how many products to estimate the trace (seed ``seed + 1``).
         warm_start: start Lanczos from the previous top eigenvector (else from a random vector).
+        verify: also run the eigensolver's check that no eigenvalue above the one found was missed (a few
+            more products a check; off by default: a check follows lambda_max from the previous one).
         seed: seed of the subset and of the Lanczos start vectors.
     """
 
@@ -350,6 +352,7 @@ class TrackingSettings:
     trace: bool = False
     trace_matvecs: int = 30
     warm_start: bool = True
+    verify: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -359,8 +362,8 @@ class TrackingSettings:
         _positive_int("trace_matvecs", self.trace_matvecs, minimum=3)
         check_seed(self.seed)
         _positive_float("tol", self.tol)
-        _need(isinstance(self.trace, bool) and isinstance(self.warm_start, bool),
-              f"trace and warm_start must be true or false, got {self.trace!r} and {self.warm_start!r}.")
+        for name in ("trace", "warm_start", "verify"):
+            _need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :func:`settings_from_dict` round-trips it."""

@@ -95,6 +95,7 @@ def top_eigenpairs(
     generator: torch.Generator | None = None,
     max_basis: int | None = None,
     v0: Tensor | None = None,
+    verify: bool = True,
 ) -> Eigenpairs:
     """The ``k`` algebraically largest eigenpairs, each with true residual ``<= tol * |lambda|``.
 
@@ -111,6 +112,9 @@ def top_eigenpairs(
         v0: start vector of the first Krylov space (any non-zero ``(dim,)`` vector; default a random one
             from ``generator``). A warm start from a previous top eigenvector (e.g. of the model a few
             training rounds earlier) converges in fewer products when the new eigenvector is close to it.
+        verify: run step 4, the check from a fresh random start that no eigenvalue above the k-th was
+            missed (a few more products); without it ``verified`` is ``False``. Sharpness tracking skips it
+            to keep a check to a few products: it follows lambda_max from check to check.
 
     Returns:
         :class:`Eigenpairs` with ``k`` pairs.
@@ -149,6 +153,8 @@ def top_eigenpairs(
             verified = True
             break
         if capacity <= 0:
+            break
+        if verifying and not verify:
             break
         want = min(k - len(locked_vals), free) if not verifying else 1
         kth = sorted(locked_vals, reverse=True)[k - 1] if verifying else 0.0

@@ -100,7 +100,7 @@ class SharpnessTracker:
         warm = self.record.warm_start and self.vector is not None
         pairs = top_eigenpairs(operator, 1, tol=self.record.tol, max_matvecs=self.record.max_matvecs,
                                generator=torch.Generator().manual_seed(self.record.seed),
-                               v0=self.vector if warm else None)
+                               v0=self.vector if warm else None, verify=self.record.verify)
         self.vector = pairs.vectors[:, 0].detach().to("cpu", torch.float64)
         out: dict[str, Any] = {"lambda_max": float(pairs.values[0]), "converged": bool(pairs.converged[0]),
                                "products": pairs.num_matvecs, "warm_start": warm}

@@ -42,3 +42,11 @@ def test_a_start_vector_that_cannot_start_a_krylov_space_is_refused(v0, match):
     matrix, _ = symmetric_with_spectrum(QUADRATIC_SPECTRA["outliers"])
     with pytest.raises(ConfigError, match=match):
         top_eigenpairs(matrix, 1, v0=v0)
+
+
+def test_without_verification_the_top_pair_is_the_same_in_fewer_products_and_says_unverified():
+    matrix, expected = symmetric_with_spectrum(QUADRATIC_SPECTRA["outliers"])
+    checked = top_eigenpairs(matrix, 1, tol=1e-6)
+    quick = top_eigenpairs(matrix, 1, tol=1e-6, verify=False)
+    assert float(quick.values[0]) == pytest.approx(float(expected[0]), rel=1e-6) and quick.converged == [True]
+    assert quick.num_matvecs < checked.num_matvecs and checked.verified and not quick.verified
