@@ -94,7 +94,8 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
         density_steps=density_steps, seed=seed, weights=weights, backend=backend, device=device,
     )
-    measure_settings = _measure_settings(measures, tol, measure_options)
+    measure_settings = _measure_settings(measures, {"tol": tol, "trace_matvecs": trace_matvecs, "max_matvecs": max_matvecs},
+                                         measure_options)
     foreign = foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data)
     report = analyze_checkpoint_parallel(checkpoint, settings, nproc=nproc, data_dir=data_dir, eigenvectors_out=eigenvectors_out,
                                          progress=progress_printer(quiet) if nproc == 1 else None, measures=measure_settings,
@@ -147,8 +148,11 @@ def _where(config: dict) -> str:
     return f"{device} ({used['name']})" if device.startswith("cuda") and used.get("name") else device
 
 
-def _measure_settings(measures: str | None, tol: float, options: dict) -> "MeasureSettings | None":
+def _measure_settings(measures: str | None, shared: dict, options: dict) -> "MeasureSettings | None":
     """The ``MeasureSettings`` of ``--measures`` and its options (``None`` without ``--measures``).
+
+    ``shared`` are the Hessian options that set the measures' eigensolvers and trace too (``--tol``,
+    ``--trace-matvecs``, ``--max-matvecs`` when given): one option, one meaning.
 
     Raises:
         ConfigError: a measure option without ``--measures``, or invalid settings.
@@ -161,4 +165,4 @@ def _measure_settings(measures: str | None, tol: float, options: dict) -> "Measu
             raise ConfigError(f"--{next(iter(given)).replace('_', '-')} sets a flatness measure: add --measures (e.g. --measures all).")
         return None
     names = MEASURES if measures.strip() == "all" else tuple(m.strip() for m in measures.split(",") if m.strip())
-    return MeasureSettings(measures=names, tol=tol, **given)
+    return MeasureSettings(measures=names, **{k: v for k, v in shared.items() if v is not None}, **given)
