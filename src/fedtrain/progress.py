@@ -24,6 +24,7 @@ accepts them and turns them into ``Progress`` with :func:`round_progress`.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -160,7 +161,7 @@ class ProgressPrinter:
         if self.tty:
             filled = int(self.width * event.done / max(event.total, 1))
             bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r{event.stage} [{bar}] {text}\x1b[K")
+            self.stream.write(f"\r{self._fit(f'{event.stage} [{bar}] ', text, event.detail)}\x1b[K")
             self._live = True
             if event.finished:
                 self._end_live()
@@ -196,6 +197,28 @@ class ProgressPrinter:
         parts.append(f"elapsed {format_duration(elapsed)}")
         parts.append(f"ETA {format_duration(eta) if eta is not None else '?'}")
         return "  ".join(parts)
+
+    def _fit(self, head: str, text: str, detail: str) -> str:
+        """``head + text`` cut to the terminal's width: a longer line would wrap, and ``\\r`` redraw only its last row.
+
+        The detail is shortened first (the counts, rate, elapsed time and ETA are what the line is for), then the bar goes.
+        """
+        columns = self._columns()
+        line = head + text
+        if columns is None or len(line) < columns:
+            return line
+        room = len(detail) - (len(line) - (columns - 1)) - 1
+        if detail and room >= 8:
+            return head + text.replace(detail, detail[:room] + "~", 1)
+        line = head.split(" [")[0] + " " + (text.replace("  " + detail, "", 1) if detail else text)
+        return line[: columns - 1]
+
+    def _columns(self) -> int | None:
+        """The width of the terminal the stream writes to; ``None`` when it is not one (a file, a pipe, a test buffer)."""
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return None
 
     @staticmethod
     def _estimate(event: Progress, elapsed: float, rate: float) -> str:

@@ -135,3 +135,19 @@ def test_an_emitters_eta_wins_and_notes_go_above_the_live_line():
     quiet = io.StringIO()
     ProgressPrinter(quiet, quiet=True).note("x")
     assert quiet.getvalue() == ""
+
+
+def test_the_live_line_fits_the_terminal_so_redraws_do_not_wrap(monkeypatch):
+    out, clock = io.StringIO(), FakeClock()
+    printer = ProgressPrinter(out, tty=True, width=10, estimate_after=1e9, clock=clock)
+    event = Progress("reproduce", 3, 25, "stages", detail="plane heterogeneous seed 0 (FedAvg, FedASAM, FedASAM+SWA), 8/25 grid points")
+    monkeypatch.setattr(printer, "_columns", lambda: 100)
+    printer(event)
+    line = out.getvalue().split("\r")[-1].removesuffix("\x1b[K")
+    assert len(line) == 99 and line.startswith("reproduce [#.........] 3/25 stages  plane heterogeneous") and line.endswith("ETA ?")
+    assert "~" in line
+    monkeypatch.setattr(printer, "_columns", lambda: 50)
+    printer(event)
+    line = out.getvalue().split("\r")[-1].removesuffix("\x1b[K")
+    assert len(line) <= 49 and line.startswith("reproduce 3/25 stages  0.00 stages/s")
+    assert ProgressPrinter(io.StringIO())._columns() is None  # not a terminal: no limit
