@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "federated_round": "fedtrain.round",
     "plan_round": "fedtrain.round",
     "train_clients": "fedtrain.round",
+    "cohort_update": "fedtrain.cohort",
+    "CohortSettings": "fedtrain.cohort",
     "aggregate_round": "fedtrain.round",
     "RoundData": "fedtrain.round",
     "RoundPlan": "fedtrain.round",
