@@ -8,14 +8,15 @@ seed it explicitly; see :func:`build_model`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedtrain.errors import ConfigError
 
-__all__ = ["MODELS", "build_model", "count_parameters", "LeNetCNN", "MLP", "ResNet18GN"]
+__all__ = ["MODELS", "build_model", "check_model_fits", "count_parameters", "LeNetCNN", "MLP", "ResNet18GN"]
 
 
 class LeNetCNN(nn.Module):
@@ -177,6 +178,38 @@ def build_model(
             return MODELS[name](input_shape=shape, num_classes=num_classes, **kwargs)
     except TypeError as err:
         raise ConfigError(f"Bad arguments for model {name!r}: {err}.") from err
+
+
+def check_model_fits(name: str, kwargs: Mapping[str, Any], *, input_shape: Sequence[int], num_classes: int) -> int:
+    """The number of values in the state dict of model ``name`` built from ``kwargs``, checked without building it.
+
+    The model is built on PyTorch's meta device (shapes only, no memory), so a run's model options are refused
+    before anything is allocated or written: they must take the dataset's ``input_shape`` and ``num_classes``
+    (a model of 3 classes on 10-class labels fails only in the loss, rounds later) and declare at most
+    :data:`fedtrain.validate.MAX_MODEL_VALUES` values.
+
+    Raises:
+        ConfigError: options the model refuses, a model that does not fit the data, or one beyond the size bound.
+    """
+    from fedtrain.config import shown_value
+    from fedtrain.validate import MAX_MODEL_VALUES
+
+    given = (list(kwargs.get("input_shape", input_shape)), kwargs.get("num_classes", num_classes))
+    if given != (list(input_shape), num_classes):
+        raise ConfigError(f"model_kwargs {shown_value(dict(kwargs))} give model {name!r} inputs of shape {shown_value(given[0])} "
+                          f"and {shown_value(given[1])} classes, but the data have {list(input_shape)} and {num_classes}; "
+                          "drop input_shape and num_classes from model_kwargs (they come from the dataset).")
+    try:
+        with torch.device("meta"):
+            layout = build_model(name, **{"input_shape": input_shape, "num_classes": num_classes, **kwargs}).state_dict()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # what a module's constructor raises on bad sizes
+        raise ConfigError(f"Model {name!r} cannot be built from model_kwargs {shown_value(dict(kwargs))}: "
+                          f"{' '.join(str(err).split())[:200].rstrip('.')}.") from err
+    values = sum(t.numel() for t in layout.values())
+    if values > MAX_MODEL_VALUES:
+        raise ConfigError(f"Model {name!r} with model_kwargs {shown_value(dict(kwargs))} has {values:,} values, more than the "
+                          f"{MAX_MODEL_VALUES:,} a model may have (fedtrain.validate.MAX_MODEL_VALUES); make it smaller.")
+    return values
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -55,7 +55,7 @@ from fedtrain.errors import CheckpointError, ConfigError, LandscapeError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
 from fedtrain.lock import LOCK_NAME, DirectoryLock, remove_temporaries
-from fedtrain.models import build_model, count_parameters
+from fedtrain.models import build_model, check_model_fits, count_parameters
 from fedtrain.observers import ObserverHook, RoundObserver, check_observers
 from fedtrain.partition import Partition, make_partition, save_partition
 from fedtrain.round import RoundData, RoundMetrics, federated_round
@@ -393,6 +393,7 @@ def run_inputs(config: TrainConfig, dataset: ImageDataset) -> tuple[Partition, d
         num_classes=dataset.num_classes,
     )
     model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
+    check_model_fits(config.model, config.model_kwargs, input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
     return partition, model_kwargs
 
 

@@ -193,6 +193,9 @@ CONFIG_CASES = [
     ("c.yaml", "swa_start: .inf\n", r"swa_start \(--swa-start\) must be a fraction"),
     ("c.yaml", "partition: dirichlet\nalpha: null\n", r"partition 'dirichlet' needs alpha \(--alpha\)"),
     ("c.yaml", "last_k: 0\n", r"last_k \(--last-k\) must be an integer >= 1, got 0"),
+    ("c.toml", 'model_kwargs = {hidden = "abc"}\n', r"Model 'mlp' cannot be built from model_kwargs"),
+    ("c.toml", "model_kwargs = {hidden = [100000000]}\n", r"has 26,700,000,010 values, more than the 100,000,000"),  # 107 GB
+    ("c.toml", "model_kwargs = {num_classes = 3}\n", r"3 classes, but the data have \[1, 16, 16\] and 10"),  # failed rounds later
 ]
 
 

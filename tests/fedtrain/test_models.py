@@ -60,3 +60,26 @@ def test_bad_model_requests_give_clear_errors(name, kwargs, match):
     args = {"input_shape": (1, 28, 28), "num_classes": 10, **kwargs}
     with pytest.raises(ConfigError, match=match):
         build_model(name, **args)
+
+
+def test_model_options_are_checked_on_the_meta_device_before_anything_is_allocated():
+    import torch
+
+    from fedtrain.errors import ConfigError
+    from fedtrain.models import check_model_fits
+
+    before = torch.get_rng_state()
+    assert check_model_fits("mlp", {"hidden": [4]}, input_shape=[1, 16, 16], num_classes=10) == 256 * 4 + 4 + 4 * 10 + 10
+    assert check_model_fits("cnn", {}, input_shape=[3, 32, 32], num_classes=10) == 797_962  # the paper's CNN
+    assert torch.equal(before, torch.get_rng_state())  # no draw: a run's numbers stay bit-identical
+    cases = [
+        ({"hidden": "abc"}, r"Model 'mlp' cannot be built from model_kwargs \{'hidden': 'abc'\}"),
+        ({"hidden": [-3]}, r"cannot be built from model_kwargs .*negative dimension"),
+        ({"bogus": 1}, r"cannot be built .*unexpected keyword argument 'bogus'"),
+        ({"hidden": [100_000_000]}, r"has 26,700,000,010 values, more than the 100,000,000 a model may have"),  # 107 GB, never allocated
+        ({"num_classes": 3}, r"3 classes, but the data have \[1, 16, 16\] and 10; drop input_shape and num_classes"),
+        ({"input_shape": [1, 2, 2]}, r"inputs of shape \[1, 2, 2\]"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            check_model_fits("mlp", kwargs, input_shape=[1, 16, 16], num_classes=10)
