@@ -16,26 +16,18 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
 from fedtrain.checkpoint import Checkpoint, save_checkpoint
 from fedtrain.models import build_model
+from tests.landscape.hessian.cases import single_threaded  # noqa: F401 (autouse fixture: one torch thread)
 
 SEED_RANGE = r"seed \(--seed\) must be an integer from 0 to 2\*\*63 - 1"
 TRAIN = ["train", "--dataset", "synthetic", "--model", "mlp", "--num-clients", "4", "--clients-per-round", "2", "--rounds", "2",
          "--samples-per-client", "20", "--eval-examples", "20", "--threads", "1"]
 HESSIAN = ["--samples", "50", "--batch-size", "50", "--no-trace", "--no-density", "--device", "cpu"]
 SURFACE = ["--samples", "40", "--steps", "3", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _checkpoint(path: Path, hidden: list[int]) -> Path:
