@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -35,6 +36,7 @@ def partition(dataset: str, data_dir: Path | None, scheme: str, alpha: float | N
           ...
     """
     from fedtrain.errors import ConfigError
+    from fedtrain.lock import file_lock
     from fedtrain.partition import build_partition, save_partition
 
     if scheme != "iid" and alpha is None:
@@ -49,11 +51,14 @@ def partition(dataset: str, data_dir: Path | None, scheme: str, alpha: float | N
         s = summary[key]
         click.echo(f"  {label:<20} mean {s['mean']:.2f}  min {s['min']}  max {s['max']}")
     click.echo(f"  {'effective classes':<20} mean {summary['effective_classes_per_client']:.2f}")
-    if out is not None:
-        save_partition(part, out)
-        click.echo(f"wrote {out}")
-    if plot is not None:
-        from landscape.plots.partition import plot_label_distribution
+    with contextlib.ExitStack() as locks:  # two partitions written to the same files would mix them
+        for target in (t for t in (out, plot) if t is not None):
+            locks.enter_context(file_lock(target))
+        if out is not None:
+            save_partition(part, out)
+            click.echo(f"wrote {out}")
+        if plot is not None:
+            from landscape.plots.partition import plot_label_distribution
 
-        for written in plot_label_distribution(part, plot):
-            click.echo(f"wrote {written}")
+            for written in plot_label_distribution(part, plot):
+                click.echo(f"wrote {written}")

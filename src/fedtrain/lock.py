@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from fedtrain.errors import DirectoryBusyError
 from fedtrain.io import write_error
 
-__all__ = ["LOCK_NAME", "LockHolder", "DirectoryLock", "holds_lock", "remove_temporaries"]
+__all__ = ["LOCK_NAME", "LockHolder", "DirectoryLock", "file_lock", "holds_lock", "remove_temporaries"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,6 +250,12 @@ class DirectoryLock:
                 folder.rmdir()
             except OSError:
                 break
+
+
+def file_lock(path: str | os.PathLike[str]) -> DirectoryLock:
+    """The lock of one output file (``DIR/.name.lock``): two writers of that file exclude each other, not writers of its neighbours."""
+    path = Path(path)
+    return DirectoryLock(path.parent, name=f".{path.name}.lock")
 
 
 def holds_lock(argument: str) -> Callable[[F], F]:

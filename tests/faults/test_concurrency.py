@@ -173,3 +173,25 @@ def test_every_command_that_writes_a_folder_is_refused_while_another_process_wri
     error = result.output[result.output.index("Error:"):].strip()
     assert where.format(busy=busy) in error and f"process {pid} on host" in error and "\n" not in error
     assert sorted(busy.rglob("*")) == before  # nothing written, not even a folder
+
+
+def test_a_partition_file_another_process_writes_is_refused_and_its_neighbours_are_not(tmp_path):
+    from click.testing import CliRunner
+
+    from fedlandscape_cli import main
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.replace("DirectoryLock(sys.argv[1])", "file_lock(sys.argv[1])")
+                               .replace("import DirectoryLock", "import file_lock"), str(tmp_path / "p.json")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ["partition", "--dataset", "synthetic", "--scheme", "iid", "--num-clients", "4"]
+        refused = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "p.json")])
+        assert refused.exit_code == 1 and f"{tmp_path / 'p.json'} is being written by process {holder.pid}" in refused.output
+        assert not (tmp_path / "p.json").exists()
+        beside = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "q.json")])
+        assert beside.exit_code == 0, beside.output
+        assert (tmp_path / "q.json").is_file()
+    finally:
+        holder.kill()
+        holder.wait()

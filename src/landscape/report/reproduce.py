@@ -160,7 +160,7 @@ def reproduce(
 
     planes = sum(all(any((s.split, s.seed, s.algorithm, s.swa) == (split, seed, a, w) for s in specs) for a, w in PLANE_MODELS)
                  for seed in range(seeds) for split, _ in settings.splits)
-    stage = StageRunner(["train"] * len(specs) + ["hessian", "surface"] * len(specs) + ["plane"] * planes,
+    stage = StageRunner(["train"] * len(specs) + ["hessian", "surface"] * len(specs) + ["plane"] * planes + ["figures"],
                         record["stages"], say, progress)
 
     for spec in specs:
@@ -184,9 +184,10 @@ def reproduce(
 
     figures_dir = root / "figures"
     start = time.perf_counter()
-    records = collect_runs([root / "runs"])
-    written = draw_figures(records, collect_planes([root / "planes"]), figures_dir)
-    written["claims"] = write_claims(check_claims(results_table(records)), figures_dir / "claims.md", seeds=seeds)
+    with stage.running("figures", str(figures_dir)):  # recorded below with the list of figures, not by the runner
+        records = collect_runs([root / "runs"])
+        written = draw_figures(records, collect_planes([root / "planes"]), figures_dir)
+        written["claims"] = write_claims(check_claims(results_table(records)), figures_dir / "claims.md", seeds=seeds)
     record["stages"].append({"stage": "figures", "what": str(figures_dir), "skipped": False,
                              "seconds": time.perf_counter() - start})
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")

@@ -30,7 +30,7 @@ from fedtrain.checkpoint import Checkpoint, file_sha256, library_versions
 from fedtrain.data import ImageDataset, evaluation_tensors
 from fedtrain.device import resolve_device, to_cpu
 from fedtrain.errors import CheckpointError, ConfigError
-from fedtrain.lock import DirectoryLock
+from fedtrain.lock import DirectoryLock, file_lock
 from fedtrain.outpaths import inside, unique_names
 from fedtrain.foreign import ForeignCheckpoint, ForeignSpec, TensorData, dataset_of, open_checkpoint
 from fedtrain.progress import Progress, ProgressCallback, report
@@ -337,7 +337,7 @@ def _output_lock(out: str | os.PathLike[str] | None) -> contextlib.AbstractConte
     if out is None:
         return contextlib.nullcontext()
     target = surface_path(out)
-    return DirectoryLock(target.parent) if target != Path(out) else DirectoryLock(target.parent, name=f".{target.name}.lock")
+    return DirectoryLock(target.parent) if target != Path(out) else file_lock(target)
 
 
 def _surface(
