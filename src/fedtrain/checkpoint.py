@@ -47,7 +47,7 @@ from fedtrain.validate import (
     mapping_rule,
     number,
     optional,
-    short_repr,
+    shown_value,
     text,
 )
 
@@ -59,6 +59,8 @@ __all__ = [
     "load_checkpoint",
     "file_sha256",
     "library_versions",
+    "read_torch_file",
+    "check_finite",
 ]
 
 FORMAT = "fedlandscape.checkpoint"
@@ -195,7 +197,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device 
     if not file.is_file():
         raise CheckpointError(f"No checkpoint at {file}: the file does not exist. Check the path.")
     untrusted = UntrustedFile(file, "fedlandscape checkpoint", _FIX, CheckpointError)
-    raw = _read_raw(untrusted, map_location)
+    raw = read_torch_file(untrusted, map_location)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{file} is not a fedlandscape checkpoint (it lacks the format marker {FORMAT!r}); it may be a bare "
@@ -204,7 +206,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device 
         )
     if raw.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{file} has checkpoint format version {short_repr(raw.get('format_version'))}, this fedlandscape reads version "
+            f"{file} has checkpoint format version {shown_value(raw.get('format_version'))}, this fedlandscape reads version "
             f"{FORMAT_VERSION}. Use the fedlandscape version that wrote it."
         )
     checkpoint = _from_raw(raw, untrusted)
@@ -217,30 +219,49 @@ _TENSOR = Rule("a tensor", lambda v: isinstance(v, torch.Tensor))
 _STATE_DICT = mapping_rule(_TENSOR)
 
 
-def _read_raw(file: UntrustedFile, map_location: torch.device | str) -> Any:
-    """``torch.load(weights_only=True)`` of a zip archive no larger than :data:`MAX_CHECKPOINT_BYTES`, also unpacked."""
+def read_torch_file(file: UntrustedFile, map_location: torch.device | str = "cpu") -> Any:
+    """The content of a ``torch.save`` file: size bounded, a zip archive, loaded with ``weights_only=True``.
+
+    The one way the toolkit reads a torch file (checkpoints, and plain state dicts in :mod:`fedtrain.foreign`):
+    at most :data:`MAX_CHECKPOINT_BYTES` on disk and unpacked, never a pickle that could run code.
+
+    Raises:
+        LandscapeError: ``file``'s error for an oversized, empty, truncated, non-zip or unsafe file.
+    """
     import zipfile
 
     def unreadable(why: str) -> NoReturn:
-        raise CheckpointError(
-            f"{file.path} could not be read as a checkpoint ({why}). The file is empty, truncated, corrupt, or "
-            f"contains objects that cannot be loaded safely (only tensors and plain values are accepted). {_FIX}"
+        raise file.error(
+            f"{file.path} could not be read as a {file.kind} ({why}). The file is empty, truncated, corrupt, or "
+            f"contains objects that cannot be loaded safely (weights_only=True accepts only tensors and plain values). {file.fix}"
         )
 
     size = file.path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
-        file.fail(f"it has {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may have")
+        file.fail(f"it has {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a torch file may have")
     try:
         with zipfile.ZipFile(file.path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         unreadable(f"not a complete zip archive, the format torch.save writes: {err}")
     if unpacked > MAX_CHECKPOINT_BYTES:
-        file.fail(f"it unpacks to {unpacked:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may have")
+        file.fail(f"it unpacks to {unpacked:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a torch file may have")
     try:
         return torch.load(file.path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         unreadable(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}")
+
+
+def check_finite(weights: Mapping[str, torch.Tensor], file: UntrustedFile, what: str = "weights") -> None:
+    """Every floating-point tensor of ``weights`` is finite: non-finite weights (a diverged run) start no analysis or training.
+
+    Raises:
+        LandscapeError: ``file``'s error naming the first tensor with a NaN or an infinity.
+    """
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            file.fail(f"its {what} hold non-finite values (NaN or infinity) in {name!r}, as a diverged run leaves; "
+                      "no analysis or training can start from them")
 
 
 def _from_raw(raw: dict[str, Any], file: UntrustedFile) -> Checkpoint:
@@ -286,11 +307,11 @@ def _declared_model(checkpoint: Checkpoint, file: UntrustedFile) -> dict[str, to
         with torch.device("meta"):
             layout = build_model(checkpoint.model_name, **kwargs).state_dict()
     except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        file.fail(f"its model {checkpoint.model_name!r} cannot be built from its kwargs {short_repr(kwargs)} "
+        file.fail(f"its model {checkpoint.model_name!r} cannot be built from its kwargs {shown_value(kwargs)} "
                   f"({' '.join(str(err).split())[:200]})")
     values = sum(t.numel() for t in layout.values())
     if values > MAX_MODEL_VALUES:
-        file.fail(f"its model {checkpoint.model_name!r} with kwargs {short_repr(kwargs)} declares {values:,} values, more than "
+        file.fail(f"its model {checkpoint.model_name!r} with kwargs {shown_value(kwargs)} declares {values:,} values, more than "
                   f"the {MAX_MODEL_VALUES:,} (fedtrain.validate.MAX_MODEL_VALUES) a model may have")
     return layout
 
@@ -308,21 +329,19 @@ def _check_weights(checkpoint: Checkpoint, file: UntrustedFile) -> None:
         if set(weights) != names or not names <= set(layout):
             missing, extra = sorted(names - set(weights)), sorted(set(weights) - set(layout))
             raise CheckpointError(
-                f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {short_repr(checkpoint.model_kwargs)}: "
+                f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {shown_value(checkpoint.model_kwargs)}: "
                 f"{'missing ' + ', '.join(missing[:5]) if missing else ''}{'; ' if missing and extra else ''}"
                 f"{'unexpected ' + ', '.join(extra[:5]) if extra else ''}. {_FIX}"
             )
         for name, tensor in weights.items():
             if tuple(tensor.shape) != tuple(layout[name].shape):
                 raise CheckpointError(
-                    f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {short_repr(checkpoint.model_kwargs)}: "
+                    f"The {what} in {file.path} do not fit model {checkpoint.model_name!r} with {shown_value(checkpoint.model_kwargs)}: "
                     f"{name!r} has shape {list(tensor.shape)}, the model's is {list(layout[name].shape)}. {_FIX}"
                 )
             if tensor.is_floating_point() != layout[name].is_floating_point():
                 file.fail(f"its {what} {name!r} are of type {tensor.dtype}, the model's are {layout[name].dtype}")
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                file.fail(f"its {what} hold non-finite values (NaN or infinity) in {name!r}, as a diverged run leaves; "
-                          "no analysis or training can start from them")
+        check_finite(weights, file, what)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtrain.errors import ConfigError
+from fedtrain.validate import MAX_CONFIG_BYTES, UntrustedFile, parse_yaml, read_text, shown_value
 
 __all__ = [
     "DATASETS",
@@ -99,14 +100,6 @@ def check_threads(threads: object) -> int:
         raise ConfigError(f"threads (--threads) must be an integer from 1 to {MAX_THREADS}, got {shown_value(threads)}. "
                           "Use at most the machine's CPU cores.")
     return threads
-
-
-def shown_value(value: object, width: int = 60) -> str:
-    """``repr(value)`` for a message, cut to ``width`` characters; a huge integer (whose repr Python refuses) by its size."""
-    if isinstance(value, int) and value.bit_length() > 128:
-        return f"an integer of {value.bit_length()} bits"
-    shown = repr(value)
-    return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 def _is_int(value: object) -> bool:
@@ -380,13 +373,12 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     A top-level ``[train]`` table, if present, is used; otherwise the whole file. The file is untrusted
     input (:mod:`fedtrain.validate`): at most :data:`~fedtrain.validate.MAX_CONFIG_BYTES`, UTF-8, YAML
     without anchors or aliases and with plain values only, a table/mapping at the top, and every known
-    setting of its :class:`TrainConfig` type (ranges are :class:`TrainConfig`'s to check).
+    setting following :class:`TrainConfig`'s own rule for it (type and range).
 
     Raises:
         ConfigError: missing, oversized or binary file, unknown extension, unparsable content, a top level
-            that is not a mapping, or a setting of the wrong type.
+            that is not a mapping, or a setting of the wrong type or out of range.
     """
-    from fedtrain.validate import MAX_CONFIG_BYTES, UntrustedFile, check_record_fields, parse_yaml, read_text
 
     file = Path(path)
     if not file.is_file():
@@ -408,7 +400,10 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(data, Mapping) and isinstance(data.get("train"), Mapping):
         data = data["train"]
     settings = untrusted.mapping(data, "its top level")
-    check_record_fields(settings, TrainConfig, untrusted, "setting ")
+    for key, value in settings.items():  # TrainConfig's own rules, here so that the message names the file
+        words, ok = _RULES.get(key.replace("-", "_"), ("", lambda v: True))
+        if not ok(value):
+            untrusted.fail(f"setting {key!r} must be {words}, got {shown_value(value)}")
     return settings
 
 

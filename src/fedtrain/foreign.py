@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedtrain.checkpoint import FORMAT, Checkpoint, WeightsChoice, load_checkpoint
+from fedtrain.checkpoint import FORMAT, Checkpoint, WeightsChoice, check_finite, load_checkpoint, read_torch_file
 from fedtrain.data import ImageDataset, load_dataset
 from fedtrain.errors import CheckpointError, ConfigError, DataFormatError
 from fedtrain.models import MODELS, build_model
 from fedtrain.plugins import is_import_path, resolve
+from fedtrain.validate import UntrustedFile
 
 __all__ = ["ForeignSpec", "ForeignCheckpoint", "TensorData", "load_state_dict_file", "load_foreign", "open_checkpoint", "dataset_of"]
 
@@ -144,14 +145,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"No weights file at {file}: the file does not exist. Check the path.")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(
-            f"{file} could not be read as a state_dict ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "It is truncated or corrupt, or holds objects that cannot be loaded safely (weights_only=True accepts "
-            "tensors and plain values only): save it with torch.save(model.state_dict(), path)."
-        ) from None
+    untrusted = UntrustedFile(file, "state_dict", "Save it with torch.save(model.state_dict(), path).", CheckpointError)
+    raw = read_torch_file(untrusted)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         raise CheckpointError(f"{file} is a fedlandscape checkpoint, not a plain state_dict: it knows its model and data, "
                               "so drop --model, --model-kwargs, --dataset and --data.")
@@ -163,6 +158,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"{file} holds no state_dict (a dict of parameter name -> tensor, directly or under one of "
             f"{', '.join(_NESTED_KEYS)}). Save it with torch.save(model.state_dict(), path)."
         )
+    check_finite(raw, untrusted)
     return dict(raw)
 
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ import torch
 from fedtrain.config import PARTITION_SCHEMES, check_seed
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
 from fedtrain.io import read_json, write_json
+from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, number, optional, text
 
 __all__ = ["Partition", "make_partition", "build_partition", "save_partition", "load_partition"]
 
@@ -295,26 +297,35 @@ def load_partition(path: str | os.PathLike[str]) -> Partition:
     """
     if not os.path.isfile(path):
         raise DataNotFoundError(f"No partition file at {path}. Build one with `landscape partition --out {path}`.")
+    file = UntrustedFile(Path(path), "fedlandscape partition artifact", "Rebuild it with `landscape partition`.")
+    raw = file.mapping(read_json(path, kind=file.kind, fix=file.fix))
+    if raw.get("format") != ARTIFACT_FORMAT:
+        raise DataFormatError(f"{path} is not a fedlandscape partition artifact (it lacks the format marker {ARTIFACT_FORMAT!r}). "
+                              "Build one with `landscape partition`.")
+    spec = file.field(raw, "spec", mapping_rule())
+    num_classes = file.field(raw, "num_classes", integer(1))
+    clients = file.field(raw, "clients", list_of(mapping_rule()))
+    file.field(spec, "num_clients", integer(len(clients), len(clients)), "spec ")
+    for key, rule in (("scheme", text()), ("dataset", optional(text())), ("seed", integer(0)), ("alpha", optional(number(low=0))),
+                      ("samples_per_client", optional(integer(1)))):
+        file.field(spec, key, rule, "spec ")
+    for n, client in enumerate(clients):
+        file.field(client, "indices", list_of(integer(0)), f"client {n} ")
+        file.field(client, "label_histogram", list_of(integer(0), num_classes), f"client {n} ")
     try:
-        raw = read_json(path)
-        if raw.get("format") != ARTIFACT_FORMAT:
-            raise KeyError("format")
-        spec = raw["spec"]
-        indices = tuple(torch.tensor(c["indices"], dtype=torch.int64) for c in raw["clients"])
-        histograms = torch.tensor([c["label_histogram"] for c in raw["clients"]], dtype=torch.int64)
         partition = Partition(
             scheme=spec["scheme"],
-            num_clients=int(spec["num_clients"]),
+            num_clients=spec["num_clients"],
             alpha=spec["alpha"],
-            seed=int(spec["seed"]),
+            seed=spec["seed"],
             samples_per_client=spec["samples_per_client"],
             dataset=spec["dataset"],
-            num_classes=int(raw["num_classes"]),
-            client_indices=indices,
-            label_histograms=histograms,
+            num_classes=num_classes,
+            client_indices=tuple(torch.tensor(c["indices"], dtype=torch.int64) for c in clients),
+            label_histograms=torch.tensor([c["label_histogram"] for c in clients], dtype=torch.int64).reshape(len(clients), num_classes),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DataFormatError(f"{path} is not a fedlandscape partition artifact or is damaged ({err!r}).") from err
+    except (ValueError, TypeError, RuntimeError) as err:
+        file.fail(f"its content does not make a partition ({err})")
     if partition.hash != raw.get("hash"):
         raise DataFormatError(
             f"{path} is damaged: its content hash {partition.hash} does not match the recorded {raw.get('hash')}. "

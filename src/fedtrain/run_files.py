@@ -20,7 +20,6 @@ from fedtrain.io import read_json, read_json_lines
 from fedtrain.validate import (
     Rule,
     UntrustedFile,
-    check_record_fields,
     integer,
     list_of,
     mapping_rule,
@@ -54,17 +53,16 @@ SUMMARY: dict[str, Rule] = {
 
 
 def config_from_record(values: Any, file: UntrustedFile) -> TrainConfig:
-    """The :class:`TrainConfig` a record holds (a ``config.json``, a checkpoint's ``config``), checked first.
+    """The :class:`TrainConfig` a record holds (a ``config.json``, a checkpoint's ``config``).
 
     Raises:
-        LandscapeError: ``file``'s error: not a mapping, a value of the wrong type, or a setting
-            :class:`TrainConfig` refuses (its message, with the file named).
+        LandscapeError: ``file``'s error: not a mapping, or a setting :class:`TrainConfig` refuses (a value of
+            the wrong type or out of range, an unknown key: its message, with the file named).
     """
     values = file.mapping(values, "its training configuration")
     # A record from before the cohort setting was trained one client after another: it resumes that way
     # (the default, auto, would vectorise it on a GPU and change its numbers silently).
     values = {"cohort": "sequential", **values}
-    check_record_fields(values, TrainConfig, file, "setting ")
     try:
         return TrainConfig.from_dict(values)
     except ConfigError as err:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +35,16 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_NPZ_MEMBER_BYTES",
     "MAX_NPZ_MEMBERS",
-    "short_repr",
+    "shown_value",
     "Rule",
     "UntrustedFile",
     "integer",
     "number",
     "text",
-    "boolean",
     "anything",
     "optional",
     "list_of",
     "mapping_rule",
-    "record_rule",
-    "check_record_fields",
     "read_bytes",
     "read_text",
     "parse_json",
@@ -75,8 +70,10 @@ MAX_NPZ_MEMBERS = 64
 _MAX_NPY_HEADER = 10_000  # numpy's own default bound on an npy header
 
 
-def short_repr(value: Any, width: int = 100) -> str:
-    """A short repr: a hostile file may hold a huge value, and the message must stay one paragraph."""
+def shown_value(value: object, width: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``width`` characters; a huge integer (whose repr Python refuses) by its size."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
     shown = repr(value)
     return shown if len(shown) <= width else shown[: width - 3] + "..."
 
@@ -116,7 +113,6 @@ def text(choices: Sequence[str] | None = None) -> Rule:
     return Rule(words, lambda v: isinstance(v, str) and (choices is None or v in choices))
 
 
-boolean = Rule("true or false", lambda v: isinstance(v, bool))
 anything = Rule("any value", lambda v: True)
 
 
@@ -135,48 +131,6 @@ def mapping_rule(values: Rule = anything) -> Rule:
     """A mapping with string keys whose values follow ``values``."""
     words = "a mapping" + ("" if values is anything else f" of {values.words}")
     return Rule(words, lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and values(x) for k, x in v.items()))
-
-
-def _annotation_rule(annotation: Any) -> Rule:
-    """The rule of a record field's type annotation (str, int, float, bool, None, unions, list/tuple/dict, Any)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return anything
-    if annotation is type(None):
-        return Rule("null", lambda v: v is None)
-    if origin in (typing.Union, types.UnionType):
-        rules = [_annotation_rule(a) for a in args]
-        return Rule(" or ".join(r.words for r in rules), lambda v: any(r(v) for r in rules))
-    if origin in (tuple, list, Sequence):
-        return list_of(_annotation_rule(args[0]) if args else anything)
-    if origin in (dict, Mapping) or annotation in (dict, Mapping):
-        return mapping_rule(_annotation_rule(args[1]) if len(args) == 2 else anything)
-    simple = {int: integer(), float: number(finite=False), str: text(), bool: boolean}
-    return simple.get(annotation, anything)
-
-
-def record_rule(record: type, name: str) -> Rule:
-    """The rule of field ``name`` of the dataclass ``record``, from its type annotation."""
-    return _annotation_rule(typing.get_type_hints(record)[name])
-
-
-def check_record_fields(values: Mapping[str, Any], record: type, file: UntrustedFile, where: str = "") -> None:
-    """Every key of ``values`` that names a field of the dataclass ``record`` holds a value of that field's type.
-
-    Unknown keys and value ranges are left to the record itself, whose validation says what is allowed;
-    this check only keeps a value of the wrong type (a string where a number is expected) from reaching
-    code that would fail on it with a traceback.
-
-    Raises:
-        LandscapeError: ``file``'s error, naming the first field of the wrong type.
-    """
-    hints = typing.get_type_hints(record)
-    for f in dataclasses.fields(record):
-        key = f.name if f.name in values else f.name.replace("_", "-")
-        if f.init and key in values:
-            rule = _annotation_rule(hints[f.name])
-            if not rule(values[key]):
-                file.fail(f"{where}{key!r} must be {rule.words}, got {short_repr(values[key])}")
 
 
 @dataclass(frozen=True)
@@ -226,7 +180,7 @@ class UntrustedFile:
             return default
         value = values[key]
         if not rule(value):
-            self.fail(f"{where}{key!r} must be {rule.words}, got {short_repr(value)}")
+            self.fail(f"{where}{key!r} must be {rule.words}, got {shown_value(value)}")
         return value
 
 
@@ -367,7 +321,7 @@ def npz_arrays(file: UntrustedFile, *, member_limit: int = MAX_NPZ_MEMBER_BYTES,
                     file.fail(f"its array {name!r} holds Python objects (a pickle), which are never loaded")
                 declared = math.prod(shape) * dtype.itemsize
                 if declared > member_limit:
-                    file.fail(f"its array {name!r} declares shape {short_repr(shape)} of {dtype} ({declared:,} bytes), more "
+                    file.fail(f"its array {name!r} declares shape {shown_value(shape)} of {dtype} ({declared:,} bytes), more "
                               f"than the {member_limit:,} bytes one array may have")
                 with archive.open(info) as handle:
                     arrays[name] = npy.read_array(handle, allow_pickle=False, max_header_size=_MAX_NPY_HEADER)

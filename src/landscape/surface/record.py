@@ -195,8 +195,9 @@ def _check_grid(x: np.ndarray, y: np.ndarray | None, done: np.ndarray, values: d
         if axis is not None and (axis.ndim != 1 or axis.size < 1 or axis.dtype.kind not in "fi" or not np.isfinite(axis).all()):
             file.fail(f"{name} must be a non-empty 1-D array of finite numbers, got {axis.dtype} of shape {list(axis.shape)}")
     shape = (x.size,) if y is None else (x.size, y.size)
+    hint = " (2-D values need ycoordinates)" if y is None and done.ndim == 2 else ""
     if done.dtype != bool or done.shape != shape:
-        file.fail(f"done must be a bool mask of the grid's shape {list(shape)}, got {done.dtype} of shape {list(done.shape)}")
+        file.fail(f"done must be a bool mask of the grid's shape {list(shape)}, got {done.dtype} of shape {list(done.shape)}{hint}")
     if not done.any():
         file.fail("no point of its grid is done (an empty partial file); delete it and compute the surface afresh")
     unknown = sorted(set(values) - _KNOWN_VALUES)
@@ -205,7 +206,6 @@ def _check_grid(x: np.ndarray, y: np.ndarray | None, done: np.ndarray, values: d
                   f"{', '.join(sorted(_KNOWN_VALUES))}")
     for key, array in values.items():
         if array.shape != shape or array.dtype.kind != "f":
-            hint = " (2-D values need ycoordinates)" if y is None and array.ndim == 2 else ""
             file.fail(f"{key} must be floating-point values of the grid's shape {list(shape)}, got {array.dtype} of shape "
                       f"{list(array.shape)}{hint}")
         computed = array[done]
