@@ -16,7 +16,7 @@ from typing import Any
 
 from fedtrain.io import atomic_write_text
 
-__all__ = ["Claim", "check_claims", "write_claims"]
+__all__ = ["Claim", "check_claims", "write_claims", "MeasureCorrelation", "measure_correlations", "write_measure_table"]
 
 
 @dataclass(frozen=True)
@@ -113,4 +113,92 @@ def write_claims(claims: Sequence[Claim], path: str | os.PathLike[str], *, seeds
     atomic_write_text(path, "\n".join(lines) + "\n")
     from pathlib import Path
 
+    return [Path(path)]
+
+
+@dataclass(frozen=True)
+class MeasureCorrelation:
+    """How one flatness measure ranks the models against one target, by Kendall's tau with a p-value.
+
+    Attributes:
+        measure: the measure's key (e.g. ``lambda_max``, ``adaptive_worst``).
+        target: ``accuracy`` (test) or ``gap`` (train minus test accuracy).
+        tau: Kendall's tau-b (``None`` with fewer than 3 models).
+        p_value: two-sided p-value of ``tau = 0`` (exact without ties, else a seeded permutation test).
+        n: models ranked.
+        method: ``exact`` or ``permutation (N, seed S)``.
+    """
+
+    measure: str
+    target: str
+    tau: float | None
+    p_value: float | None
+    n: int
+    method: str
+
+    @property
+    def explains(self) -> bool:
+        """Significant at 5 % with the sign flatness predicts: sharper means lower accuracy, a larger gap."""
+        expected = -1 if self.target == "accuracy" else 1
+        return self.tau is not None and self.p_value is not None and self.p_value < 0.05 and self.tau * expected > 0
+
+
+def measure_correlations(rows: Sequence[dict[str, Any]], measures: Sequence[str], targets: Sequence[str] = ("accuracy", "gap"),
+                         *, permutations: int = 20000, seed: int = 0) -> list[MeasureCorrelation]:
+    """Kendall's tau between every measure and every target across the models of ``rows`` (one dict per model).
+
+    Kendall's tau counts concordant minus discordant pairs, so it depends on the ranks only (a measure and its
+    logarithm rank alike). Its p-value is exact (the null distribution over all orderings) when no values tie,
+    otherwise from ``permutations`` seeded random permutations of the target, ``(count + 1) / (N + 1)``.
+    """
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    out = []
+    for measure in measures:
+        for target in targets:
+            pairs = [(r[measure], r[target]) for r in rows if r.get(measure) is not None and r.get(target) is not None]
+            x, y = np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
+            if len(pairs) < 3:
+                out.append(MeasureCorrelation(measure, target, None, None, len(pairs), "too few models"))
+                continue
+            tau = float(kendalltau(x, y).statistic)
+            if len(set(x)) == len(x) and len(set(y)) == len(y):
+                p_value, method = float(kendalltau(x, y, method="exact").pvalue), "exact"
+            else:
+                rng = np.random.default_rng(seed)
+                hits = sum(abs(kendalltau(x, rng.permutation(y)).statistic) >= abs(tau) - 1e-12 for _ in range(permutations))
+                p_value, method = (hits + 1) / (permutations + 1), f"permutation ({permutations}, seed {seed})"
+            out.append(MeasureCorrelation(measure, target, tau, p_value, len(pairs), method))
+    return out
+
+
+def write_measure_table(correlations: Sequence[MeasureCorrelation], path: str | os.PathLike[str],
+                        *, invariant: dict[str, bool] | None = None) -> list:
+    """A Markdown table of the correlations and a one-line verdict: which measure, if any, explains accuracy."""
+    from pathlib import Path
+
+    invariant = invariant or {}
+    lines = ["| measure | rescaling-invariant | Kendall tau with test accuracy (p) | Kendall tau with train - test gap (p) | models |",
+             "|---|---|---|---|---|"]
+    by_measure: dict[str, dict[str, MeasureCorrelation]] = {}
+    for c in correlations:
+        by_measure.setdefault(c.measure, {})[c.target] = c
+
+    def cell(c: MeasureCorrelation | None) -> str:
+        if c is None or c.tau is None:
+            return "n/a"
+        return f"{c.tau:+.2f} (p = {c.p_value:.2g}){' **' if c.explains else ''}"
+
+    for measure, cs in by_measure.items():
+        n = max(c.n for c in cs.values())
+        flag = {True: "yes", False: "no"}.get(invariant.get(measure), "?")
+        lines.append(f"| {measure} | {flag} | {cell(cs.get('accuracy'))} | {cell(cs.get('gap'))} | {n} |")
+    explaining = sorted({c.measure for c in correlations if c.explains and c.target == "accuracy"})
+    methods = sorted({c.method for c in correlations if c.tau is not None})
+    lines += ["", "** significant at 5 % with the expected sign (sharper: lower accuracy, larger gap). p-values: "
+              + ", ".join(methods) + "; no correction for the number of measures tested.", "",
+              ("Measures that explain test accuracy here: " + ", ".join(explaining) + ".") if explaining
+              else "No measure explains test accuracy here (none is significantly anti-correlated with it at 5 %)."]
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return [Path(path)]
