@@ -11,7 +11,8 @@ detail names the running stage, run k of n for training, and its own count (roun
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fedtrain.progress import Progress, ProgressCallback, report
@@ -61,6 +62,18 @@ class StageRunner:
         self.record.append({"stage": kind, "what": label, "skipped": False, "seconds": seconds})
         self._advance()
 
+    @contextmanager
+    def running(self, kind: str, label: str) -> Iterator[None]:
+        """Report a stage that its caller runs, logs and records itself (the figures of a reproduction)."""
+        self._current, self._inner = (kind, label, self.clock()), None
+        self._report("")
+        try:
+            yield
+        finally:
+            self._seconds.setdefault(kind, []).append(self.clock() - self._current[2])
+            self._current = None
+        self._advance()
+
     def progress(self, event: Progress) -> None:
         """The running stage's own progress (a Hessian's products, a surface's grid points)."""
         self._step(event.done, event.total, f"{event.done}/{event.total} {event.unit}")
@@ -96,6 +109,7 @@ class StageRunner:
     def _eta(self) -> float | None:
         """Seconds left: the running stage by its own progress, the rest by the mean of their kind (see the module docstring)."""
         means = {kind: sum(s) / len(s) for kind, s in self._seconds.items()}
+        seen = sum(means.values()) / len(means) if means else None
         running = 0.0
         if self._current is not None:
             kind, _, start = self._current
@@ -104,8 +118,8 @@ class StageRunner:
             if fraction > 0:
                 means.setdefault(kind, elapsed / fraction)
                 running = elapsed / fraction - elapsed
-            elif kind in means:
-                running = max(means[kind] - elapsed, 0.0)
+            elif means.get(kind, seen) is not None:
+                running = max(means.get(kind, seen) - elapsed, 0.0)  # type: ignore[operator]
             else:
                 return None
         if not means:

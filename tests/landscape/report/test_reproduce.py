@@ -40,14 +40,14 @@ SMOKE_PROGRESS: list = []  # the progress events of the module's smoke reproduct
 def test_progress_counts_every_stage_once_up_to_the_planned_total(smoke):
     events = SMOKE_PROGRESS
     specs = plan_runs(REPRODUCE_PRESETS["smoke"], 1)
-    planned = 3 * len(specs) + 1  # train, hessian and surface of every run, one plane
+    planned = 3 * len(specs) + 2  # train, hessian and surface of every run, one plane, the figures
     assert [e.done for e in events] == sorted(e.done for e in events) and events[-1].done == events[-1].total == planned
     assert {e.total for e in events} == {planned} and all(e.stage == "reproduce" and e.unit == "stages" for e in events)
     details = [e.detail for e in events]
     assert any(d.startswith("train heterogeneous fedavg seed 0 (1/") and ", round 1/" in d for d in details)
     assert any(d.startswith("hessian ") and " products" in d for d in details)
     assert any(d.startswith("surface ") and " grid points" in d for d in details)
-    assert any(d.startswith("plane ") for d in details)
+    assert any(d.startswith("plane ") for d in details) and any(d.startswith("figures ") for d in details)
     assert all(e.eta is None or e.eta >= 0 for e in events) and events[-1].eta == 0.0
 
 

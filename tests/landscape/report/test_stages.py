@@ -56,3 +56,13 @@ def test_an_inner_stage_reports_its_own_count_and_nobody_listening_costs_nothing
     silent = StageRunner(["train"], [], lambda line: None)
     silent("train", "y", lambda: silent.train_progress({"round": 1, "rounds": 1}))
     assert silent.done == 1
+
+
+def test_a_stage_its_caller_records_is_reported_and_timed_without_a_record():
+    clock, events, record = FakeClock(), [], []
+    runner = StageRunner(["train", "figures"], record, lambda line: None, events.append, clock=clock)
+    runner("train", "a", lambda: setattr(clock, "now", clock.now + 4.0))
+    with runner.running("figures", "out/figures"):
+        clock.now += 2.0
+    assert [(e.done, e.detail) for e in events] == [(0, "train a (1/1)"), (1, ""), (1, "figures out/figures (1/1)"), (2, "")]
+    assert len(record) == 1 and events[-1].eta == 0.0 and events[2].eta == 4.0  # figures not seen: the mean of the kinds seen
