@@ -62,6 +62,9 @@ DEFAULTS = SurfaceSettings()
 @click.option("--log-scale", is_flag=True, help="Plot log10 of the loss.")
 @click.option("--vmax", type=float, default=None, help="Clip the loss colour scale (and 3-D heights) at this value.")
 @foreign_model_options
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes sharing each grid's points (torch.distributed: gloo on CPUs, one GPU each with NCCL); the same "
+                   "numbers bit for bit; no live progress or --resume with more than 1.")
 @quiet_option
 @friendly_errors
 def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Path | None, plane: tuple[Path, Path] | None,
@@ -69,7 +72,7 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
                  weights: str, one_dim: str, batch_size: int | None, points_per_pass: int | None, method: str, device: str, seed: int,
                  data_dir: Path | None, out: Path, resume: bool, from_files: tuple[Path, ...], kinds: tuple[str, ...],
                  log_scale: bool, vmax: float | None, foreign_model: str | None, foreign_model_kwargs: str | None,
-                 foreign_dataset: str | None, foreign_data: str | None, quiet: bool) -> None:
+                 foreign_dataset: str | None, foreign_data: str | None, quiet: bool, nproc: int = 1) -> None:
     """Loss surface of each CKPT (one shared colour scale), or the line/plane through several, as PNG + PDF.
 
     Cost: every grid point is one pass over --samples per split (steps^2 points in 2-D). Progress (grid
@@ -89,7 +92,8 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
     from fedtrain.lock import DirectoryLock
     from landscape.surface.record import load_surface
     from landscape.plots.surface import write_figures
-    from landscape.surface.api import checkpoint_labels, surfaces_for_checkpoints
+    from landscape.surface.api import checkpoint_labels
+    from landscape.surface.distributed import surfaces_for_checkpoints_parallel
 
     if from_files and checkpoints:
         raise ConfigError("Pass either checkpoints to compute or --from surface files to re-plot, not both.")
@@ -103,9 +107,10 @@ def plot_surface(checkpoints: tuple[Path, ...], directions: str, interpolate: Pa
                 seed=seed, bn=bn, weights=weights, one_dim=one_dim, batch_size=batch_size, points_per_pass=points_per_pass,
                 method=method, device=device,
             )
-            results = surfaces_for_checkpoints(checkpoints, settings, out=out, interpolate=interpolate, plane=plane,
-                                               data_dir=data_dir, resume=resume, progress=progress_printer(quiet),
-                                               foreign=foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data))
+            results = surfaces_for_checkpoints_parallel(
+                checkpoints, settings, nproc=nproc, out=out, interpolate=interpolate, plane=plane, data_dir=data_dir, resume=resume,
+                progress=progress_printer(quiet) if nproc == 1 else None,
+                foreign=foreign_spec(foreign_model, foreign_model_kwargs, foreign_dataset, foreign_data))
         figures = write_figures({label: s for label, (_, s) in results.items()}, out, kinds=kinds, log_scale=log_scale, vmax=vmax)
     summary = [_summary(label, file, surface) for label, (file, surface) in results.items()]
     for row in [] if quiet else summary:

@@ -43,7 +43,7 @@ from landscape.surface.directions import (
     plane_directions,
     random_directions,
 )
-from landscape.surface.grid import compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
+from landscape.surface.grid import ChunkShare, compute_surface, interpolation_coordinates, plane_coordinates, symmetric_coordinates
 from landscape.surface.passes import PassPlan, plan_passes
 from landscape.surface.record import Surface, save_surface
 from landscape.surface.resume import (
@@ -291,6 +291,7 @@ def surface_for_checkpoint(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     foreign: ForeignSpec | None = None,
+    share: ChunkShare | None = None,
 ) -> Surface:
     """Compute (or finish) the loss surface of a checkpoint and save it as it goes.
 
@@ -314,6 +315,8 @@ def surface_for_checkpoint(
             the first pass (done: the points a resumed file has) and after every pass (``detail`` ``"pass k/n"``).
         foreign: read every checkpoint as a plain ``state_dict`` of this model and data
             (:func:`fedtrain.foreign.load_foreign`); recorded as ``metadata["foreign"]``.
+        share: this process's part of a grid split over several (:mod:`landscape.surface.distributed`,
+            which gives ``out`` to one of them only, and holds the output's lock itself).
 
     Returns:
         The complete surface (NumPy arrays, whatever the device); metadata records checkpoints and
@@ -327,9 +330,10 @@ def surface_for_checkpoint(
             machine does not have, or too little free GPU memory.
         CheckpointError: unreadable checkpoints, checkpoints of different architectures, or three on one line.
     """
-    with _output_lock(out):
+    # a shared computation's caller holds the output's lock for all its processes
+    with _output_lock(out) if share is None else contextlib.nullcontext():
         return _surface(checkpoint, settings, resolve_device(settings.device), interpolate=interpolate, plane=plane,
-                        data_dir=data_dir, out=out, resume=resume, progress=progress, foreign=foreign)
+                        data_dir=data_dir, out=out, resume=resume, progress=progress, foreign=foreign, share=share)
 
 
 def _output_lock(out: str | os.PathLike[str] | None) -> contextlib.AbstractContextManager[Any]:
@@ -352,6 +356,7 @@ def _surface(
     resume: bool,
     progress: ProgressCallback | None = None,
     foreign: ForeignSpec | None = None,
+    share: ChunkShare | None = None,
 ) -> Surface:
     """:func:`surface_for_checkpoint` on a resolved device."""
     slice_ = slice_for(checkpoint, settings, interpolate=interpolate, plane=plane)
@@ -375,6 +380,7 @@ def _surface(
         points_per_pass=passes.points_per_pass, method=settings.method, resume_from=partial,
         on_chunk=on_chunk,
         metadata=_provenance(request, models, dataset, settings, passes, device_runs(partial, device)), device=device,
+        share=share,
     )
     if target is not None:
         save_surface(surface, target)
@@ -422,6 +428,7 @@ def surfaces_for_checkpoints(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     foreign: ForeignSpec | None = None,
+    surface_fn: Callable[..., Surface] | None = None,
 ) -> dict[str, tuple[Path, Surface]]:
     """:func:`surface_for_checkpoint` for each checkpoint (same directions seed, grid and data).
 
@@ -437,6 +444,8 @@ def surfaces_for_checkpoints(
         resume: finish the partial surfaces under ``out``.
         progress: each surface's progress (see :func:`surface_for_checkpoint`), its label leading ``detail`` when several.
         foreign: read the checkpoints as plain ``state_dict`` files of this model and data.
+        surface_fn: computes one surface, with ``_surface``'s arguments (default: in this process;
+            :func:`landscape.surface.distributed.surfaces_for_checkpoints_parallel` passes one that spawns ranks).
 
     Returns:
         label -> (surface file, surface).
@@ -457,8 +466,8 @@ def surfaces_for_checkpoints(
         for label, path, folder in zip(labels, checkpoints, folders):
             target = inside(out, *folder, "surface.npz")
             labelled = progress if progress is None or len(checkpoints) == 1 else _labelled(progress, label)
-            surface = _surface(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
-                               out=target, resume=resume, progress=labelled, foreign=foreign)
+            surface = (surface_fn or _surface)(path, settings, device, interpolate=interpolate, plane=plane, data_dir=data_dir,
+                                               out=target, resume=resume, progress=labelled, foreign=foreign)
             results[label] = (target, surface)
     return results
 

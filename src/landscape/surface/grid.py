@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,11 +28,22 @@ from landscape.surface.evaluate import Evaluator, point_stats
 from landscape.surface.record import QUANTITIES, Surface, value_key
 
 __all__ = [
+    "ChunkShare",
     "symmetric_coordinates",
     "interpolation_coordinates",
     "plane_coordinates",
     "compute_surface",
 ]
+
+
+class ChunkShare(Protocol):
+    """A process's part of a grid evaluated by several (see :func:`compute_surface`'s ``share``)."""
+
+    rank: int
+    world: int
+
+    def merge(self, values: dict[str, np.ndarray], done: np.ndarray, before: np.ndarray) -> None:
+        """Give every process the points any of them evaluated since ``before`` (a collective call), in place."""
 
 
 def symmetric_coordinates(range: float, steps: int) -> np.ndarray:  # noqa: A002 - one name across API, CLI and JSON
@@ -110,6 +121,7 @@ def compute_surface(
     on_chunk: Callable[[Surface], None] | None = None,
     metadata: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    share: ChunkShare | None = None,
 ) -> Surface:
     """Loss and accuracy at every grid point, chunk by chunk, optionally finishing a partial surface.
 
@@ -134,6 +146,10 @@ def compute_surface(
         on_chunk: called with the surface so far after every chunk.
         metadata: extra JSON-able entries for the result's metadata.
         device: where the grid is evaluated (the caller resolves ``auto``; see :func:`fedtrain.device.resolve_device`).
+        share: this process's part of a grid split over ``share.world`` processes: of every ``world``
+            consecutive chunks it evaluates the ``share.rank``-th, then ``share.merge`` gives every process
+            the group's values (:mod:`landscape.surface.distributed`); ``on_chunk`` follows every group.
+            Each point is still evaluated in its own chunk, so the values are those of one process.
 
     Returns:
         The complete surface; its metadata adds the directions' kind, info and sha256, ``bn``,
@@ -167,12 +183,18 @@ def compute_surface(
     ys = coordinates[1] if len(coordinates) == 2 else None
     points = _grid(coordinates)
     flat_done = done.reshape(-1)
-    for start in range(0, len(points), points_per_pass):
-        chunk = slice(start, min(start + points_per_pass, len(points)))
-        if flat_done[chunk].all():
+    chunks = [slice(start, min(start + points_per_pass, len(points))) for start in range(0, len(points), points_per_pass)]
+    rank, world = (0, 1) if share is None else (share.rank, share.world)
+    for first in range(0, len(chunks), world):
+        group = chunks[first : first + world]
+        if all(flat_done[chunk].all() for chunk in group):
             continue
-        _evaluate_chunk(evaluator, [on_device.point(p) for p in points[chunk]], data, values, chunk)
-        flat_done[chunk] = True
+        before = done.copy()
+        if rank < len(group) and not flat_done[group[rank]].all():
+            _evaluate_chunk(evaluator, [on_device.point(p) for p in points[group[rank]]], data, values, group[rank])
+            flat_done[group[rank]] = True
+        if share is not None:
+            share.merge(values, done, before)
         if on_chunk is not None:
             on_chunk(Surface(coordinates[0], ys, {k: v.copy() for k, v in values.items()}, done.copy(), {**meta, "complete": bool(done.all())}))
     return Surface(coordinates[0], ys, values, done, {**meta, "complete": True})

@@ -9,7 +9,8 @@ import landscape.surface
 
 PACKAGE = Path(landscape.surface.__file__).parent
 # module -> the modules of this subpackage it may import: record, directions, evaluate and passes are the floor,
-# grid computes with them, resume checks partial files, api (checkpoint files) sits on top and nothing here imports it.
+# grid computes with them, resume checks partial files, api (checkpoint files) sits on top and only distributed
+# (api's computation split over processes) imports it.
 ALLOWED = {
     "record": set(),
     "directions": set(),
@@ -18,6 +19,7 @@ ALLOWED = {
     "passes": set(),
     "resume": {"record", "directions", "passes"},
     "api": {"record", "directions", "grid", "passes", "resume"},
+    "distributed": {"api", "record"},  # spawns ranks that each run api's computation on their share of the grid
 }
 FORBIDDEN = ("landscape.plots", "landscape.report", "fedlandscape_cli", "click")
 
