@@ -62,3 +62,10 @@ def test_train_quiet_prints_only_the_summary(tmp_path):
     assert result.exit_code == 0 and result.stderr == "" and "final_accuracy" in json.loads(result.stdout)
     result = CliRunner().invoke(main, ["train", *TINY, "--out", str(tmp_path / "run"), "--quiet"])  # exists: an error
     assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+
+
+def test_reproduce_and_figures_quiet_still_print_their_errors(tmp_path):
+    result = CliRunner().invoke(main, ["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r"), "--device", "cuda:7", "--quiet"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stdout == ""
+    result = CliRunner().invoke(main, ["figures", str(tmp_path / "none"), "--out", str(tmp_path / "f"), "-q"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stdout == ""
