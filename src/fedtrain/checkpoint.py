@@ -36,7 +36,7 @@ from torch import nn
 
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.io import atomic_write_bytes, to_plain
-from fedtrain.models import build_model
+from fedtrain.models import build_model, declared_state_dict
 from fedtrain.validate import (
     MAX_CHECKPOINT_BYTES,
     MAX_MODEL_VALUES,
@@ -304,11 +304,9 @@ def _declared_model(checkpoint: Checkpoint, file: UntrustedFile) -> dict[str, to
         file.fail(f"its model takes inputs of shape {list(shape)} with {classes} classes, but its dataset "
                   f"{checkpoint.dataset!r} has {list(expected_shape)} with {expected_classes}; the model does not fit the data")
     try:
-        with torch.device("meta"):
-            layout = build_model(checkpoint.model_name, **kwargs).state_dict()
-    except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        file.fail(f"its model {checkpoint.model_name!r} cannot be built from its kwargs {shown_value(kwargs)} "
-                  f"({' '.join(str(err).split())[:200]})")
+        layout = declared_state_dict(checkpoint.model_name, kwargs)
+    except ConfigError as err:
+        file.fail(f"its model cannot be built ({err})")
     values = sum(t.numel() for t in layout.values())
     if values > MAX_MODEL_VALUES:
         file.fail(f"its model {checkpoint.model_name!r} with kwargs {shown_value(kwargs)} declares {values:,} values, more than "

@@ -400,10 +400,12 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(data, Mapping) and isinstance(data.get("train"), Mapping):
         data = data["train"]
     settings = untrusted.mapping(data, "its top level")
-    for key, value in settings.items():  # TrainConfig's own rules, here so that the message names the file
-        words, ok = _RULES.get(key.replace("-", "_"), ("", lambda v: True))
+    for key, value in settings.items():  # TrainConfig's own rules and words, here so that the message names the file
+        name = key.replace("-", "_")
+        words, ok = _RULES.get(name, ("", lambda v: True))
         if not ok(value):
-            untrusted.fail(f"setting {key!r} must be {words}, got {shown_value(value)}")
+            flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
+            untrusted.fail(f"{name} ({flag}) must be {words}, got {shown_value(value)}")
     return settings
 
 

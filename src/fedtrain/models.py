@@ -16,7 +16,7 @@ from torch import nn
 
 from fedtrain.errors import ConfigError
 
-__all__ = ["MODELS", "build_model", "check_model_fits", "count_parameters", "LeNetCNN", "MLP", "ResNet18GN"]
+__all__ = ["MODELS", "build_model", "declared_state_dict", "check_model_fits", "count_parameters", "LeNetCNN", "MLP", "ResNet18GN"]
 
 
 class LeNetCNN(nn.Module):
@@ -180,6 +180,25 @@ def build_model(
         raise ConfigError(f"Bad arguments for model {name!r}: {err}.") from err
 
 
+def declared_state_dict(name: str, kwargs: Mapping[str, Any], *, shown: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of model ``name`` built from ``kwargs`` on PyTorch's meta device: names, shapes and dtypes, no memory.
+
+    What a run's options (:func:`check_model_fits`) and a checkpoint's declared model
+    (:func:`fedtrain.checkpoint.load_checkpoint`) are checked against before anything is allocated.
+
+    Raises:
+        ConfigError: options the model refuses (the message shows ``shown``, by default ``kwargs``).
+    """
+    from fedtrain.config import shown_value
+
+    try:
+        with torch.device("meta"):
+            return build_model(name, **kwargs).state_dict()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # what a module's constructor raises on bad sizes
+        raise ConfigError(f"Model {name!r} cannot be built from model_kwargs {shown_value(dict(kwargs if shown is None else shown))}: "
+                          f"{' '.join(str(err).split())[:200].rstrip('.')}.") from err
+
+
 def check_model_fits(name: str, kwargs: Mapping[str, Any], *, input_shape: Sequence[int], num_classes: int) -> int:
     """The number of values in the state dict of model ``name`` built from ``kwargs``, checked without building it.
 
@@ -199,12 +218,7 @@ def check_model_fits(name: str, kwargs: Mapping[str, Any], *, input_shape: Seque
         raise ConfigError(f"model_kwargs {shown_value(dict(kwargs))} give model {name!r} inputs of shape {shown_value(given[0])} "
                           f"and {shown_value(given[1])} classes, but the data have {list(input_shape)} and {num_classes}; "
                           "drop input_shape and num_classes from model_kwargs (they come from the dataset).")
-    try:
-        with torch.device("meta"):
-            layout = build_model(name, **{"input_shape": input_shape, "num_classes": num_classes, **kwargs}).state_dict()
-    except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # what a module's constructor raises on bad sizes
-        raise ConfigError(f"Model {name!r} cannot be built from model_kwargs {shown_value(dict(kwargs))}: "
-                          f"{' '.join(str(err).split())[:200].rstrip('.')}.") from err
+    layout = declared_state_dict(name, {"input_shape": input_shape, "num_classes": num_classes, **kwargs}, shown=kwargs)
     values = sum(t.numel() for t in layout.values())
     if values > MAX_MODEL_VALUES:
         raise ConfigError(f"Model {name!r} with model_kwargs {shown_value(dict(kwargs))} has {values:,} values, more than the "

@@ -194,6 +194,7 @@ CHECKPOINT_CASES = [
     Case("kwargs-a-string", _ckpt_edit(_set("model.kwargs", "input_shape=[1,16,16]")), "model 'kwargs' must be a mapping"),
     Case("absurd-input-shape", _ckpt_edit(_set("model.kwargs.input_shape", [1, 10**6, 10**6])), "does not fit the data"),
     Case("absurd-hidden", _ckpt_edit(_set("model.kwargs.hidden", [10**9])), "more than the 100,000,000"),
+    Case("kwargs-refused", _ckpt_edit(_set("model.kwargs.hidden", "abc")), "its model cannot be built (Model 'mlp' cannot be built"),
     Case("dataset-misfit", _ckpt_edit(_set("data.dataset", "fashion-mnist")), "does not fit the data"),
     Case("reshaped-weight", _ckpt_edit(_reshape), "do not fit model 'mlp'"),
     Case("nan-weights", _ckpt_edit(_nan), "non-finite values"),
@@ -284,14 +285,14 @@ CONFIG_FILE_CASES = [
     Case("yaml-top-level-list", _json("- rounds\n- 3\n"), "its top level must be a mapping"),
     Case("yaml-binary", _binary, "is not UTF-8 text"),
     Case("yaml-syntax", _json("rounds: [3\n"), "could not be parsed as YAML"),
-    Case("checkpoint-rounds-abc", _json('checkpoint_rounds: "abc"\n'), "'checkpoint_rounds' must be"),
-    Case("data-dir-5", _json("data_dir: 5\n"), "'data_dir' must be"),
-    Case("alpha-abc", _json('alpha: "abc"\n'), "'alpha' must be"),
+    Case("checkpoint-rounds-abc", _json('checkpoint_rounds: "abc"\n'), "checkpoint_rounds (--checkpoint-round) must be"),
+    Case("data-dir-5", _json("data_dir: 5\n"), "data_dir (--data-dir) must be"),
+    Case("alpha-abc", _json('alpha: "abc"\n'), "alpha (--alpha) must be"),
     Case("oversized", _json("# padding\n" * 200_000), "more than the 1,048,576"),
 ]
 TOML_CASES = [
     Case("toml-syntax", _json("rounds = = 3\n"), "could not be parsed as TOML"),
-    Case("toml-wrong-type", _json('rounds = "ten"\n'), "'rounds' must be an integer"),
+    Case("toml-wrong-type", _json('rounds = "ten"\n'), "rounds (--rounds) must be an integer"),
     Case("toml-binary", _binary, "is not UTF-8 text"),
 ]
 
