@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hessian": ("hessian", "hessian", "Top Hessian eigenvalues, trace and eigenvalue density of a checkpoint."),
     "plot-surface": ("surface", "plot_surface", "Filter-normalised loss surfaces, interpolations and model planes."),
     "clients": ("clients", "clients", "Per-client and pooled Hessians, client drift and the drift plane of federated checkpoints."),
+    "flatness": ("flatness", "flatness", "Every flatness measure of finished runs' models and which one explains accuracy."),
     "figures": ("figures", "figures", "Assemble paper-style figures and tables from finished runs."),
     "reproduce": ("reproduce", "reproduce", "Run the paper's sharp-versus-flat comparison end to end."),
     "info": ("info", "info", "What a checkpoint, run, surface, Hessian report or reproduction is, and whether it is complete."),
