@@ -42,6 +42,8 @@ class ReproduceSettings:
         hessian: the analysis of every final model (:func:`landscape.hessian.analysis.analyze_checkpoint`).
         surface: its loss surface (:func:`landscape.surface.api.surface_for_checkpoint`, random directions).
         plane: the plane through the final FedAvg, FedASAM and FedASAM+SWA models of a split and seed.
+        track_sharpness: every run logs lambda_max of its global model every this many rounds
+            (``landscape train --track-sharpness``; 0: not tracked). Recorded in ``plan.json`` only when set.
     """
 
     train_preset: str
@@ -51,6 +53,7 @@ class ReproduceSettings:
     hessian: HessianSettings = HessianSettings()
     surface: SurfaceSettings = SurfaceSettings()
     plane: SurfaceSettings = SurfaceSettings()
+    track_sharpness: int = 0
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -79,6 +82,8 @@ class ReproduceSettings:
         preset_config(self.train_preset, **self.train_overrides)  # the overrides' types, ranges and names, as every run gets them
         for name, cls in (("hessian", HessianSettings), ("surface", SurfaceSettings), ("plane", SurfaceSettings)):
             need(isinstance(getattr(self, name), cls), f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}.")
+        need(isinstance(self.track_sharpness, int) and not isinstance(self.track_sharpness, bool) and self.track_sharpness >= 0,
+             f"track_sharpness must be a whole number of rounds >= 0 (0: not tracked), got {shown_value(self.track_sharpness)}.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (what ``plan.json`` records), the analysis records as their ``to_dict()``."""
@@ -90,6 +95,8 @@ class ReproduceSettings:
             "hessian": self.hessian.to_dict(),
             "surface": self.surface.to_dict(),
             "plane": self.plane.to_dict(),
+            # absent when 0, so the plans of reproductions started before tracking existed stay equal
+            **({"track_sharpness": self.track_sharpness} if self.track_sharpness else {}),
         }
 
     @classmethod
@@ -108,6 +115,7 @@ class ReproduceSettings:
                 hessian=settings_from_dict(HessianSettings, values.get("hessian", {})),
                 surface=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("surface", {})}),
                 plane=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("plane", {})}),
+                track_sharpness=values.get("track_sharpness", 0),
             )
         except ConfigError:
             raise  # already names the setting

@@ -36,6 +36,8 @@ from fedtrain.progress import ProgressCallback
 from fedtrain.run import RunPaths, train
 from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, text
 from landscape.hessian.analysis import analyze_checkpoint
+from landscape.hessian.tracking import TRACKER_NAME, SharpnessTracker
+from landscape.settings import TrackingSettings
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
 from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
@@ -85,10 +87,22 @@ def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.Pat
                 base = preset_config(settings.train_preset, **{**settings.train_overrides, "alpha": alpha,
                                                                "algorithm": algorithm, "seed": seed,
                                                                "data_dir": None if data_dir is None else str(data_dir),
-                                                               "device": device})
+                                                               "device": device, **_tracking(settings)})
                 config = base.replace(swa=True) if swa else base.replace(checkpoint_rounds=(base.swa_start_round,))
                 specs.append(RunSpec(split, alpha, algorithm, swa, seed, config))
     return sorted(specs, key=lambda s: s.swa)
+
+
+def _tracking(settings: ReproduceSettings) -> dict[str, Any]:
+    """The ``observers`` setting of every run when the reproduction tracks sharpness (else nothing)."""
+    if not settings.track_sharpness:
+        return {}
+    return {"observers": {TRACKER_NAME: TrackingSettings(every=settings.track_sharpness).to_dict()}}
+
+
+def _observers(config: TrainConfig) -> list[SharpnessTracker]:
+    """The sharpness tracker a run's config records (built for this run or its resume)."""
+    return [SharpnessTracker.for_run(config)] if TRACKER_NAME in config.observers else []
 
 
 def _branch_point(spec: RunSpec, specs: list[RunSpec], out: Path) -> Path | None:
@@ -170,11 +184,13 @@ def reproduce(
             stage("train", label, None)
         elif RunPaths(folder).config.is_file():
             stage("train", label + " (resumed)",
-                  lambda f=folder, s=spec: train(s.config, f, resume=True, progress=stage.train_progress))
+                  lambda f=folder, s=spec: train(s.config, f, resume=True, progress=stage.train_progress,
+                                                 observers=_observers(s.config)))
         else:
             branch = _branch_point(spec, specs, root) if spec.swa else None
             stage("train", label + (" (from the SWA start of its plain run)" if branch else ""),
-                  lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b, progress=stage.train_progress))
+                  lambda f=folder, s=spec, b=branch: train(s.config, f, init_from=b, progress=stage.train_progress,
+                                                           observers=_observers(s.config)))
 
     for spec in specs:
         _analyse(spec, spec.folder(root), settings, stage, data_dir, device)
