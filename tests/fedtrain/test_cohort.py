@@ -335,3 +335,12 @@ def test_a_run_recorded_before_the_cohort_setting_resumes_sequential_and_a_new_o
     assert load_run_config(tmp_path).cohort == "sequential"
     (tmp_path / "config.json").write_text(json.dumps(_config().to_dict()))
     assert load_run_config(tmp_path).cohort == "auto"
+
+
+def test_a_diverging_client_in_the_cohort_raises_the_non_finite_loss_error():
+    from fedtrain.client import NonFiniteLossError
+
+    good, bad = _shard(0, 8), _shard(1, 8)
+    bad = ClientShard(bad.images, bad.labels, lambda u: u.to(torch.float32) * float("nan"))  # a NaN loss at once
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \(nan\) .* Lower the learning rate"):
+        cohort_update(_mlp(), _state(_mlp()), [good, bad], ClientConfig(lr=0.1, batch_size=4), _generators(2))
