@@ -77,9 +77,10 @@ __all__ = [
     "cohort_update",
 ]
 
-# The measured rule of ``auto`` (bench/bench_cohort.py, bench/results/cohort-cpu.txt): on the CPU the
-# per-client kernels already run at the machine's arithmetic rate and the vectorised step is slower, so
-# auto keeps the sequential reference there; on CUDA a round is launch-bound and auto vectorises.
+# The rule of ``auto``. CPU: measured (bench/bench_cohort.py, bench/results/cohort-cpu.txt), the vectorised
+# round took 1.4-2.5x the sequential one (grouped convolutions, one thread), so auto keeps the sequential
+# reference. CUDA: a round of small per-client kernels is launch-bound, so auto vectorises; that speed-up is
+# not measured yet (no GPU was lent; bench/gpu.sh measures it).
 AUTO_MODE = {"cpu": "sequential", "cuda": "vmap"}
 
 
