@@ -17,8 +17,11 @@ from typing import Any
 
 from fedtrain.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from fedtrain.errors import DataFormatError, LandscapeError
-from fedtrain.io import read_json, read_json_lines
+from fedtrain.io import read_json
 from fedtrain.run import RunPaths
+from fedtrain.run_files import read_metrics, read_run_config, read_summary
+from landscape.hessian.analysis import read_report
+from landscape.reproduction_files import read_history, read_plan
 
 __all__ = ["ArtefactInfo", "KINDS", "describe"]
 
@@ -75,7 +78,7 @@ def describe(path: str | os.PathLike[str]) -> ArtefactInfo:
     elif target.suffix == ".json":
         data = read_json(target)
         if isinstance(data, dict) and {"eigenvalues", "hvps", "config"} <= set(data):
-            return _hessian_report(target, data)
+            return _hessian_report(target, read_report(target))
     elif zipfile.is_zipfile(target):
         return _torch_file(target)
     raise DataFormatError(
@@ -139,9 +142,9 @@ def _partition(partition: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _run(folder: Path) -> ArtefactInfo:
     paths = RunPaths(folder)
-    config = read_json(paths.config)
-    metrics = read_json_lines(paths.metrics) if paths.metrics.is_file() else []
-    summary = read_json(paths.summary) if paths.summary.is_file() else None
+    config = read_run_config(paths.config, error=DataFormatError).to_dict()
+    metrics = read_metrics(paths.metrics) if paths.metrics.is_file() else []
+    summary = read_summary(paths.summary) if paths.summary.is_file() else None
     rounds = config.get("rounds")
     done = max((int(m.get("round", 0)) for m in metrics), default=0)
     complete = summary is not None and paths.final.is_file()
@@ -222,7 +225,7 @@ def _hessian_report(path: Path, report: dict[str, Any]) -> ArtefactInfo:
 
 
 def _reproduction(folder: Path) -> ArtefactInfo:
-    plan = read_json(folder / "plan.json")
+    plan = read_plan(folder / "plan.json")
     settings = plan.get("settings", {})
     seeds = int(plan.get("seeds", 1))
     planned = seeds * sum(len(settings.get("algorithms", {}).get(split, [])) for split, _ in settings.get("splits", []))
@@ -233,7 +236,7 @@ def _reproduction(folder: Path) -> ArtefactInfo:
     complete = planned > 0 and len(finished) == planned and len(analysed) == planned and (figures / "results.md").is_file()
     status = "complete" if complete else (f"{len(finished)} of {planned} runs trained, {len(analysed)} analysed "
                                           f"(continue with landscape reproduce --preset {plan.get('preset')} --out {folder})")
-    history = read_json(folder / "reproduce.json").get("invocations", []) if (folder / "reproduce.json").is_file() else []
+    history = read_history(folder / "reproduce.json") if (folder / "reproduce.json").is_file() else []
     made = {"preset": plan.get("preset"), "seeds": seeds, "train_preset": settings.get("train_preset"),
             "splits": settings.get("splits"), "runs_planned": planned, "invocations": len(history)}
     headline: dict[str, Any] = {"runs_trained": len(finished), "runs_analysed": len(analysed)}

@@ -108,9 +108,13 @@ def _fake_reproduction(run: Path, out: Path) -> None:
 
 @pytest.fixture()
 def ws(base, tmp_path) -> Path:
-    """A private copy of the valid files for one case."""
-    shutil.copytree(base, tmp_path / "ws")
+    """A private copy of the valid files for one case; the reproduction (0.7 MB) only for the commands that read it."""
+    shutil.copytree(base, tmp_path / "ws", ignore=shutil.ignore_patterns("repro"))
     return tmp_path / "ws"
+
+
+def _with_reproduction(base: Path, ws: Path) -> None:
+    shutil.copytree(base / "repro", ws / "repro")
 
 
 # --- damages --------------------------------------------------------------------------------------
@@ -307,6 +311,7 @@ class Command:
     target: Callable[[Path], Path]
     args: Callable[[Path], list[str]]
     out: Callable[[Path], Path]
+    unrecognised: tuple[str, ...] = ()  # cases `info` cannot recognise as a kind at all: it says so instead
 
 
 def _first_run(ws: Path) -> Path:
@@ -386,20 +391,37 @@ CIFAR_CASES = [Case("malicious-pickle", _malicious_pickle, "refusing to load pos
                Case("truncated", lambda p: p.write_bytes(b"\x80\x04\x95"), "is not a CIFAR python-version batch")]
 
 
-def _pairs(commands: list[Command], cases: list[Case], kind: str) -> list:
-    return [pytest.param(c, k, id=f"{kind}:{c.name}:{k.name}") for c in commands for k in cases]
+def _pairs(commands: list[Command], cases: list[Case], kind: str, *, skip: tuple[str, ...] = ()) -> list:
+    return [pytest.param(c, k, id=f"{kind}:{c.name}:{k.name}") for c in commands for k in cases if k.name not in skip]
+
+
+UNRECOGNISED = "is not something this toolkit wrote"
+
+
+def _info(target: Callable[[Path], Path], arg: Callable[[Path], Path] | None = None, unrecognised: tuple[str, ...] = ()) -> Command:
+    """``landscape info`` on a file (or the folder ``arg`` holding it); it writes nothing, so the whole workspace must stay."""
+    return Command("info", target, lambda ws: ["info", str((arg or target)(ws))], lambda ws: ws, unrecognised)
+
+
+INFO_CHECKPOINT = _info(lambda ws: ws / "run" / "checkpoints" / "final.pt", unrecognised=("zero-byte", "truncated", "not-zip"))
+INFO_RUN = {name: _info(lambda ws, n=name: ws / "run" / n, lambda ws: ws / "run") for name in ("config.json", "summary.json", "metrics.jsonl")}
+INFO_HESSIAN = _info(lambda ws: ws / "run" / "analysis" / "hessian.json", unrecognised=("list-not-object", "missing-key"))
+INFO_SURFACE = _info(lambda ws: ws / "surface" / "surface.npz")
+INFO_REPRO = {name: _info(lambda ws, n=name: ws / "repro" / n, lambda ws: ws / "repro") for name in ("plan.json", "reproduce.json")}
 
 
 CLI_CASES = [
     *_pairs(CHECKPOINT_COMMANDS, CHECKPOINT_CASES, "checkpoint"),
+    # info describes a plain state dict (that is what it is), so that case is not a damage for it
+    *_pairs([INFO_CHECKPOINT], CHECKPOINT_CASES, "checkpoint", skip=("foreign-state-dict",)),
     *_pairs([RESUME], RESUME_ONLY_CASES, "checkpoint"),
-    *_pairs(RUN_FILE_COMMANDS["config.json"], CONFIG_JSON_CASES, "config.json"),
-    *_pairs(RUN_FILE_COMMANDS["summary.json"], SUMMARY_CASES, "summary.json"),
-    *_pairs(RUN_FILE_COMMANDS["metrics.jsonl"], METRICS_CASES, "metrics.jsonl"),
-    *_pairs(RUN_FILE_COMMANDS["analysis/hessian.json"], HESSIAN_CASES, "hessian.json"),
-    *_pairs(SURFACE_COMMANDS, SURFACE_CASES, "surface.npz"),
-    *_pairs([REPRO_COMMANDS["plan.json"]], PLAN_CASES, "plan.json"),
-    *_pairs([REPRO_COMMANDS["reproduce.json"]], HISTORY_CASES, "reproduce.json"),
+    *_pairs([*RUN_FILE_COMMANDS["config.json"], INFO_RUN["config.json"]], CONFIG_JSON_CASES, "config.json"),
+    *_pairs([*RUN_FILE_COMMANDS["summary.json"], INFO_RUN["summary.json"]], SUMMARY_CASES, "summary.json"),
+    *_pairs([*RUN_FILE_COMMANDS["metrics.jsonl"], INFO_RUN["metrics.jsonl"]], METRICS_CASES, "metrics.jsonl"),
+    *_pairs([*RUN_FILE_COMMANDS["analysis/hessian.json"], INFO_HESSIAN], HESSIAN_CASES, "hessian.json"),
+    *_pairs([*SURFACE_COMMANDS, INFO_SURFACE], SURFACE_CASES, "surface.npz"),
+    *_pairs([REPRO_COMMANDS["plan.json"], INFO_REPRO["plan.json"]], PLAN_CASES, "plan.json"),
+    *_pairs([REPRO_COMMANDS["reproduce.json"], INFO_REPRO["reproduce.json"]], HISTORY_CASES, "reproduce.json"),
     *_pairs([CONFIG_FILE], CONFIG_FILE_CASES, "config file"),
     *_pairs([CONFIG_TOML], TOML_CASES, "config file"),
     *_pairs([CIFAR, CIFAR_HESSIAN], CIFAR_CASES, "CIFAR batch"),
@@ -414,7 +436,9 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("command", "case"), CLI_CASES)
-def test_a_damaged_file_is_refused_by_every_command_that_reads_it(command: Command, case: Case, ws: Path):
+def test_a_damaged_file_is_refused_by_every_command_that_reads_it(command: Command, case: Case, ws: Path, base: Path):
+    if "repro" in command.target(Path("ws")).parts:
+        _with_reproduction(base, ws)
     target = command.target(ws)
     if command.name.endswith("(CIFAR batch)"):
         _cifar_batches(ws)
@@ -433,18 +457,19 @@ def test_a_damaged_file_is_refused_by_every_command_that_reads_it(command: Comma
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("Error: ") and "\n\n" not in result.stderr, result.stderr
     assert str(target) in error or target.name in error, error
-    assert case.says in error, error
+    assert (UNRECOGNISED if case.name in command.unrecognised else case.says) in error, error
     assert _snapshot(out) == before
     assert not list(ws.rglob(MARKER_NAME)) and not Path(MARKER_NAME).exists()
 
 
-def test_the_valid_files_are_read_as_before(ws: Path):
+def test_the_valid_files_are_read_as_before(ws: Path, base: Path):
     """The control: the same files, undamaged, pass every reader the cases above go through."""
+    _with_reproduction(base, ws)
     from fedtrain.checkpoint import load_checkpoint
     from fedtrain.config import load_config_file
     from fedtrain.run import load_run_config
     from landscape.plots.paper import collect_planes, collect_runs
-    from landscape.report.reproduce import _read_history, _read_plan
+    from landscape.reproduction_files import read_history, read_plan
     from landscape.surface.record import load_surface
 
     for name in ("latest.pt", "round_00003.pt", "final.pt"):
@@ -456,7 +481,10 @@ def test_the_valid_files_are_read_as_before(ws: Path):
     assert run.hessian["eigenvalues"][0] == 3.0 and run.surface.complete and len(run.metrics) == 2
     assert len(collect_runs([ws / "repro" / "runs"])) == len(plan_runs(REPRODUCE_PRESETS["smoke"], 1))
     assert len(collect_planes([ws / "repro" / "planes"])) == len(REPRODUCE_PRESETS["smoke"].splits)
-    assert _read_plan(ws / "repro" / "plan.json")["preset"] == "smoke" and _read_history(ws / "repro" / "reproduce.json") == []
+    assert read_plan(ws / "repro" / "plan.json")["preset"] == "smoke" and read_history(ws / "repro" / "reproduce.json") == []
+    for path in (ws / "run", ws / "repro", ws / "run" / "checkpoints" / "final.pt", ws / "surface" / "surface.npz",
+                 ws / "run" / "analysis" / "hessian.json"):
+        assert CliRunner().invoke(main, ["info", str(path)]).exit_code == 0, path
     assert load_surface(ws / "surface" / "surface.npz").complete and load_surface(ws / "partial" / "surface.npz").done.sum() == 3
     (ws / "cfg.yaml").write_text("rounds: 3\nalpha: 0.5\n")
     assert load_config_file(ws / "cfg.yaml") == {"rounds": 3, "alpha": 0.5}

@@ -413,7 +413,7 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         DataFormatError: unreadable file (see :func:`fedtrain.io.read_json`) or an entry of the wrong type.
     """
     from fedtrain.io import read_json
-    from fedtrain.validate import UntrustedFile, list_of, mapping_rule, number, optional
+    from fedtrain.validate import Rule, UntrustedFile, list_of, mapping_rule, number, optional
 
     file = UntrustedFile(Path(path), "Hessian report (hessian.json)",
                          "Recompute it with `landscape hessian CHECKPOINT --out` (or delete it; `reproduce` then recomputes it).")
@@ -423,6 +423,9 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     trace = file.field(report, "trace", optional(mapping_rule()), default=None) or {}
     file.field(trace, "estimate", optional(number()), "trace ", default=None)
     file.field(trace, "stderr", optional(number(low=0)), "trace ", default=None)
+    for key in ("config", "hvps", "seconds", "errors"):
+        file.field(report, key, optional(mapping_rule()), default=None)
+    file.field(report, "converged", optional(list_of(optional(Rule("true or false", lambda v: isinstance(v, bool))))), default=None)
     density = file.field(report, "density", optional(mapping_rule()), default=None)
     if density is not None:
         grid = file.field(density, "grid", list_of(number()), "density ")

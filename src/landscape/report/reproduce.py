@@ -30,11 +30,10 @@ from fedtrain.config import TrainConfig, preset_config, shown_value
 from fedtrain.data import load_dataset
 from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import ConfigError
-from fedtrain.io import json_roundtrip, read_json, write_json
+from fedtrain.io import json_roundtrip, write_json
 from fedtrain.lock import holds_lock
 from fedtrain.progress import ProgressCallback
 from fedtrain.run import RunPaths, train
-from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, text
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.hessian.tracking import TRACKER_NAME, SharpnessTracker
 from landscape.settings import TrackingSettings
@@ -42,6 +41,7 @@ from landscape.plots.paper import algorithm_label, collect_planes, collect_runs,
 from landscape.report.claims import check_claims, write_claims
 from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
 from landscape.report.stages import StageRunner
+from landscape.reproduction_files import read_history, read_plan
 from landscape.surface.api import surface_for_checkpoint
 from landscape.surface.record import load_surface, save_surface
 
@@ -159,13 +159,13 @@ def reproduce(
     root = Path(out)
     plan = {"preset": name, "seeds": seeds, "settings": settings.to_dict()}
     plan_file = root / "plan.json"
-    if plan_file.is_file() and not _same_plan(_read_plan(plan_file), plan):
+    if plan_file.is_file() and not _same_plan(read_plan(plan_file), plan):
         raise ConfigError(
             f"{root} holds a reproduction with other settings (see {plan_file}). Use another --out, or the same "
             "--preset and --seeds to continue it."
         )
     history_file = root / "reproduce.json"  # read now: a damaged record must stop the reproduction before any work
-    history = _read_history(history_file) if history_file.is_file() else []
+    history = read_history(history_file) if history_file.is_file() else []
     specs = plan_runs(settings, seeds, data_dir=data_dir, device=device)
     used = device_record(resolve_device(device))  # fail on a missing GPU or data before anything is written
     load_dataset(specs[0].config.dataset, data_dir)
@@ -211,33 +211,6 @@ def reproduce(
     record["total_seconds"] = sum(s["seconds"] for s in record["stages"])
     write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
-
-
-_FIX = "Use another --out, or delete the damaged file (the finished runs and analyses in the folder are kept and reused)."
-
-
-def _read_plan(path: Path) -> dict[str, Any]:
-    """A saved ``plan.json``: an object with the preset name, the number of seeds and the settings.
-
-    Raises:
-        DataFormatError: unreadable, or of another shape.
-    """
-    file = UntrustedFile(path, "reproduction plan (plan.json)", _FIX)
-    saved = file.mapping(read_json(path, kind=file.kind, fix=_FIX))
-    file.field(saved, "preset", text())
-    file.field(saved, "seeds", integer(1))
-    file.field(saved, "settings", mapping_rule())
-    return saved
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """The invocations recorded in ``reproduce.json``.
-
-    Raises:
-        DataFormatError: unreadable, or of another shape.
-    """
-    file = UntrustedFile(path, "reproduction record (reproduce.json)", _FIX)
-    return list(file.field(file.mapping(read_json(path, kind=file.kind, fix=_FIX)), "invocations", list_of(mapping_rule()), default=[]))
 
 
 def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
