@@ -16,7 +16,7 @@ class DataNotFoundError(LandscapeError, FileNotFoundError):
 
 
 class DataFormatError(LandscapeError, ValueError):
-    """A dataset's files exist but are truncated, corrupt or of another format."""
+    """A file exists but is truncated, corrupt or of another format (a dataset's, a run's records, a plan...; see fedtrain.validate)."""
 
 
 class CheckpointError(LandscapeError, ValueError):

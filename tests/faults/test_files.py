@@ -131,7 +131,8 @@ def _binary(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01" * 8)
 
 
-def _json(value) -> Callable[[Path], None]:
+def _content(value) -> Callable[[Path], None]:
+    """Write ``value`` (text as it is, anything else as JSON) over the file."""
     return lambda path: path.write_text(value if isinstance(value, str) else json.dumps(value))
 
 
@@ -213,8 +214,8 @@ RESUME_ONLY_CASES = [
 
 def _json_cases(wrong: Case | None = None, missing: Case | None = None) -> list[Case]:
     cases = [Case("zero-byte", _empty, "the file is empty"), Case("truncated", _truncate, "is not valid JSON"),
-             Case("binary", _binary, "is not UTF-8 text"), Case("nan-constant", _json('{"a": NaN}'), "NaN is not JSON"),
-             Case("list-not-object", _json([1, 2, 3]), "must be a mapping")]
+             Case("binary", _binary, "is not UTF-8 text"), Case("nan-constant", _content('{"a": NaN}'), "NaN is not JSON"),
+             Case("list-not-object", _content([1, 2, 3]), "must be a mapping")]
     return cases + [c for c in (wrong, missing) if c is not None]
 
 
@@ -229,10 +230,10 @@ HISTORY_CASES = _json_cases(Case("wrong-type", _json_edit(_set("invocations", "a
 METRICS_CASES = [
     Case("truncated-line", lambda p: p.write_text(p.read_text()[:-15]), "is not valid JSON"),
     Case("binary", _binary, "is not UTF-8 text"),
-    Case("list-line", _json("[1, 2]"), "evaluation 1 must be a mapping"),
-    Case("missing-key", _json('{"round": 2}'), "lacks the entry 'test_accuracy'"),
-    Case("wrong-type", _json('{"round": "two", "test_accuracy": 0.5}'), "'round' must be an integer"),
-    Case("accuracy-out-of-range", _json('{"round": 2, "test_accuracy": 7}'), "'test_accuracy' must be a number between 0 and 1"),
+    Case("list-line", _content("[1, 2]"), "evaluation 1 must be a mapping"),
+    Case("missing-key", _content('{"round": 2}'), "lacks the entry 'test_accuracy'"),
+    Case("wrong-type", _content('{"round": "two", "test_accuracy": 0.5}'), "'round' must be an integer"),
+    Case("accuracy-out-of-range", _content('{"round": 2, "test_accuracy": 7}'), "'test_accuracy' must be a number between 0 and 1"),
 ]
 
 
@@ -283,20 +284,20 @@ SURFACE_CASES = [
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
 CONFIG_FILE_CASES = [
-    Case("yaml-alias-bomb", _json(ALIAS_BOMB), "YAML anchor or alias"),
+    Case("yaml-alias-bomb", _content(ALIAS_BOMB), "YAML anchor or alias"),
     Case("yaml-python-tag", lambda p: p.write_text(f"rounds: !!python/object/apply:os.system ['touch {p.parent / MARKER_NAME}']\n"),
          "could not be parsed as YAML"),
-    Case("yaml-top-level-list", _json("- rounds\n- 3\n"), "its top level must be a mapping"),
+    Case("yaml-top-level-list", _content("- rounds\n- 3\n"), "its top level must be a mapping"),
     Case("yaml-binary", _binary, "is not UTF-8 text"),
-    Case("yaml-syntax", _json("rounds: [3\n"), "could not be parsed as YAML"),
-    Case("checkpoint-rounds-abc", _json('checkpoint_rounds: "abc"\n'), "checkpoint_rounds (--checkpoint-round) must be"),
-    Case("data-dir-5", _json("data_dir: 5\n"), "data_dir (--data-dir) must be"),
-    Case("alpha-abc", _json('alpha: "abc"\n'), "alpha (--alpha) must be"),
-    Case("oversized", _json("# padding\n" * 200_000), "more than the 1,048,576"),
+    Case("yaml-syntax", _content("rounds: [3\n"), "could not be parsed as YAML"),
+    Case("checkpoint-rounds-abc", _content('checkpoint_rounds: "abc"\n'), "checkpoint_rounds (--checkpoint-round) must be"),
+    Case("data-dir-5", _content("data_dir: 5\n"), "data_dir (--data-dir) must be"),
+    Case("alpha-abc", _content('alpha: "abc"\n'), "alpha (--alpha) must be"),
+    Case("oversized", _content("# padding\n" * 200_000), "more than the 1,048,576"),
 ]
 TOML_CASES = [
-    Case("toml-syntax", _json("rounds = = 3\n"), "could not be parsed as TOML"),
-    Case("toml-wrong-type", _json('rounds = "ten"\n'), "rounds (--rounds) must be an integer"),
+    Case("toml-syntax", _content("rounds = = 3\n"), "could not be parsed as TOML"),
+    Case("toml-wrong-type", _content('rounds = "ten"\n'), "rounds (--rounds) must be an integer"),
     Case("toml-binary", _binary, "is not UTF-8 text"),
 ]
 
