@@ -44,7 +44,8 @@ def test_quiet_leaves_stderr_empty_but_keeps_the_result_and_the_errors(checkpoin
     result = CliRunner().invoke(main, ["plot-surface", str(checkpoint), *SURFACE, "--out", str(tmp_path / "s"), "-q"])
     assert result.exit_code == 0 and result.stderr == "" and json.loads(result.stdout)["surfaces"][0]["shape"] == [3, 3]
     result = CliRunner().invoke(main, ["hessian", str(tmp_path / "s" / "surface.npz"), "--quiet"])
-    assert result.exit_code == 1 and "could not be read as a checkpoint" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output and result.stdout == ""
+    assert result.stderr.startswith(f"Error: {tmp_path / 's' / 'surface.npz'} could not be read as a") and result.stderr.count("\n") == 1
 
 
 def test_plot_surface_prints_grid_points_per_pass(checkpoint, tmp_path):
