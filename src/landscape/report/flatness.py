@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedtrain.checkpoint import load_checkpoint
+from fedtrain.checkpoint import file_sha256, load_checkpoint
 from fedtrain.config import TrainConfig
 from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.errors import ConfigError
 from fedtrain.evaluate import evaluate_state
-from fedtrain.io import atomic_write_text, write_json
+from fedtrain.io import atomic_write_text, json_roundtrip, read_json, write_json
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.hessian.measures import SCALE_INVARIANT
 from landscape.report.claims import measure_correlations, write_measure_table
@@ -108,14 +108,17 @@ def flatness_report(runs: Sequence[Path], out: str | os.PathLike[str], *, hessia
     import dataclasses
 
     hessian = dataclasses.replace(hessian, **_HESSIAN_ONLY_FOR_MEASURES)
+    folder = Path(out)
+    settings = {"hessian": hessian.to_dict(), "measures": measures.to_dict(), "train_examples": train_examples}
     rows = []
     for run in runs:
-        rows.append(model_row(run, hessian, measures, train_examples=train_examples, data_dir=data_dir))
+        rows.append(_cached_row(folder / "models", run, settings) or
+                    _save_row(folder / "models", run, settings,
+                              model_row(run, hessian, measures, train_examples=train_examples, data_dir=data_dir)))
         if on_model is not None:
             on_model(rows[-1])
     keys = [k for k in SCALE_INVARIANT if any(k in r for r in rows)]
     correlations = measure_correlations(rows, keys, permutations=permutations, seed=hessian.seed)
-    folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_measure_table(correlations, folder / "correlations.md", invariant=SCALE_INVARIANT)
     result = {
@@ -128,6 +131,27 @@ def flatness_report(runs: Sequence[Path], out: str | os.PathLike[str], *, hessia
     write_json(folder / "flatness.json", result)
     atomic_write_text(folder / "table.md", _model_table(rows, keys) + "\n" + (folder / "correlations.md").read_text())
     return result
+
+
+def _row_file(folder: Path, run: Path) -> Path:
+    return folder / (str(run.resolve()).strip("/").replace("/", "__") + ".json")
+
+
+def _cached_row(folder: Path, run: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The row an earlier report computed for ``run`` with the same settings and the same final checkpoint, if any."""
+    path = _row_file(folder, run)
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    same = saved.get("settings") == json_roundtrip(settings) and saved.get("checkpoint_sha256") == file_sha256(run / "checkpoints" / "final.pt")
+    return saved["row"] if same else None
+
+
+def _save_row(folder: Path, run: Path, settings: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Keep ``row`` so that a report over more runs later does not measure this model again."""
+    write_json(_row_file(folder, run), {"settings": settings, "checkpoint_sha256": file_sha256(run / "checkpoints" / "final.pt"),
+                                        "row": row})
+    return row
 
 
 def _model_table(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:

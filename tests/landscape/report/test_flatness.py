@@ -49,6 +49,11 @@ def test_every_model_gets_every_measure_its_gap_and_the_correlations(runs, tmp_p
     saved = json.loads((tmp_path / "out" / "flatness.json").read_text())
     assert saved["settings"]["train_examples"] == 100 and "| model | test acc |" in (tmp_path / "out" / "table.md").read_text()
     assert "explains test accuracy" in (tmp_path / "out" / "correlations.md").read_text()
+    # a second report over the same runs reuses the rows it kept (same settings, same checkpoints)
+    again = flatness_report(found, tmp_path / "out", hessian=HessianSettings(num_examples=60, batch_size=60, device="cpu"),
+                            measures=MeasureSettings(ascent_steps=3, average_samples=4, trace_matvecs=6), train_examples=100,
+                            permutations=200)
+    assert again["models"] == json.loads(json.dumps(result["models"])) and len(list((tmp_path / "out" / "models").iterdir())) == 3
 
 
 def test_a_folder_without_a_finished_run_is_refused(tmp_path):
