@@ -5,5 +5,7 @@ Floors, each importing only those above it in this list: ``hvp`` (products on on
 Lanczos recurrence) -> ``lanczos`` / ``power`` / ``trace`` / ``density`` (estimators) -> ``peers``
 (PyHessian and hessian-eigenthings on the same inputs) -> ``analysis`` (the report of a model or
 checkpoint, from a :class:`~landscape.settings.HessianSettings`). ``exact``, the dense oracle of the
-tests, imports none of them.
+tests, imports none of them. ``ggn`` (the generalised Gauss-Newton and empirical Fisher operators) sits
+beside ``operator``; ``measures`` (flatness beyond eigenvalues) above the estimators and below
+``analysis``; ``tracking`` (sharpness during training, a :mod:`fedtrain.observers` observer) above ``analysis``.
 """
