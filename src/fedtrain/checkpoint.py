@@ -196,7 +196,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device 
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"No checkpoint at {file}: the file does not exist. Check the path.")
-    untrusted = UntrustedFile(file, "fedlandscape checkpoint", _FIX, CheckpointError)
+    untrusted = UntrustedFile(file, "checkpoint", _FIX, CheckpointError)
     raw = read_torch_file(untrusted, map_location)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
