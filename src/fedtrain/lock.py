@@ -106,30 +106,44 @@ def _alive(pid: int) -> bool:
 def _writer_above(start: Path) -> tuple[Path, LockHolder] | None:
     """A live process of this host (not this one) that locked ``start`` or a folder containing it, if any."""
     for folder in (start, *start.parents):
-        try:
-            with open(folder / LOCK_NAME, "rb") as handle:
-                holder = _read_holder(handle.fileno())
-        except OSError:
-            continue
-        if holder is not None and holder.host == socket.gethostname() and holder.pid != os.getpid() and _alive(holder.pid):
-            return folder, holder
+        holder = _holder_of(folder)
+        if _another_live_process(holder):
+            return folder, holder  # type: ignore[return-value]
     return None
 
 
 def remove_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
-    """Delete the temporary files that atomic writes (:func:`fedtrain.io.atomic_write_bytes`) killed mid-write left in ``folder``.
+    """Delete the temporary files that atomic writes (:func:`fedtrain.io.atomic_write_bytes`) killed mid-write left under ``folder``.
 
-    Only for a folder whose lock was just taken over from a dead holder: nobody else writes there. With
-    ``name``, only that file's temporaries. Returns the files deleted.
+    Only for a folder whose lock was just taken over from a dead holder, which wrote everything below it:
+    subfolders too (a reproduction's runs and analyses), except a subfolder whose own lock names a live
+    process. With ``name``, only that file's temporaries, in ``folder`` itself. Returns the files deleted.
     """
     # mkstemp's names: ".<target name>.<8 random characters>.tmp"
     pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.[a-z0-9_]{{8}}\.tmp")
     removed = []
-    for file in Path(folder).iterdir() if Path(folder).is_dir() else ():
-        if pattern.fullmatch(file.name) and file.is_file():
+    for here, subfolders, files in os.walk(folder):
+        if name is not None:
+            subfolders.clear()
+        subfolders[:] = [d for d in subfolders if not _another_live_process(_holder_of(Path(here) / d))]
+        for file in (Path(here) / f for f in files if pattern.fullmatch(f)):
             file.unlink(missing_ok=True)
             removed.append(file)
     return removed
+
+
+def _holder_of(folder: Path) -> LockHolder | None:
+    """The record in ``folder``'s lock file, if there is one."""
+    try:
+        with open(folder / LOCK_NAME, "rb") as handle:
+            return _read_holder(handle.fileno())
+    except OSError:
+        return None
+
+
+def _another_live_process(holder: LockHolder | None) -> bool:
+    """Whether a lock record names a live process of this host other than this one."""
+    return holder is not None and holder.host == socket.gethostname() and holder.pid != os.getpid() and _alive(holder.pid)
 
 
 def _missing_dirs(directory: Path) -> list[Path]:

@@ -54,7 +54,7 @@ from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import CheckpointError, ConfigError, LandscapeError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
-from fedtrain.lock import LOCK_NAME, DirectoryLock, remove_temporaries
+from fedtrain.lock import LOCK_NAME, DirectoryLock
 from fedtrain.models import build_model, check_model_fits, count_parameters
 from fedtrain.observers import ObserverHook, RoundObserver, check_observers
 from fedtrain.partition import Partition, make_partition, save_partition
@@ -306,9 +306,7 @@ def train(
         NonFiniteLossError: training diverged; the last good checkpoint is kept.
     """
     paths = RunPaths(Path(out_dir))
-    with DirectoryLock(paths.root) as lock:  # removed again (with the folder, if it made it) when nothing was written
-        if lock.taken_over is not None:  # a killed run: its checkpoint writes may have been cut short too
-            remove_temporaries(paths.checkpoints)
+    with DirectoryLock(paths.root):  # removed again (with the folder, if it made it) when nothing was written
         given = config is not None
         config = _run_config(config, paths, resume=resume, init_from=init_from)
         if resume:

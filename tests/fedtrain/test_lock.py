@@ -153,10 +153,19 @@ def test_a_folder_inside_one_another_process_writes_is_refused(tmp_path):
 
 
 def test_taking_over_a_dead_holders_lock_deletes_the_temporaries_of_its_cut_short_writes(tmp_path):
+    other = hold_in_another_process(tmp_path / "out" / "busy")  # started before: a live writer of a subfolder
     holder = hold_in_another_process(tmp_path / "out")
-    (tmp_path / "out" / ".surface.npz.ab12cd_9.tmp").write_bytes(b"half a file")
-    (tmp_path / "out" / "notes.tmp").write_text("the user's")  # not a name an atomic write makes
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
-    with DirectoryLock(tmp_path / "out"):
-        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME, "notes.tmp"]
+    try:
+        (tmp_path / "out" / ".surface.npz.ab12cd_9.tmp").write_bytes(b"half a file")
+        (tmp_path / "out" / "run" / "analysis").mkdir(parents=True)
+        (tmp_path / "out" / "run" / "analysis" / ".hessian.json.x1y2z3_4.tmp").write_bytes(b"{")
+        (tmp_path / "out" / "busy" / ".h.json.abcdefgh.tmp").write_bytes(b"being written")
+        (tmp_path / "out" / "notes.tmp").write_text("the user's")  # not a name an atomic write makes
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with DirectoryLock(tmp_path / "out"):
+            left = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+            assert left == [LOCK_NAME, "busy/.h.json.abcdefgh.tmp", f"busy/{LOCK_NAME}", "notes.tmp"]
+    finally:
+        other.kill()
+        other.wait()
