@@ -120,6 +120,8 @@ def plot_drift_sharpness(results: Results, path: str | os.PathLike[str]) -> list
 
 def plot_drift_plane(surfaces: Mapping[str, Surface], path: str | os.PathLike[str], *, title: str = "") -> list[Path]:
     """The loss on the plane through the global model and two client models, one panel per data set (pooled, each client's)."""
+    from matplotlib.ticker import MaxNLocator
+
     from landscape.plots.surface import draw_contour, mark_models
 
     fig = new_figure(len(surfaces), 1, 3.2, 3.0)
@@ -127,7 +129,7 @@ def plot_drift_plane(surfaces: Mapping[str, Surface], path: str | os.PathLike[st
     for ax, (name, surface) in zip(axes, surfaces.items()):
         drawn = draw_contour(ax, surface, "train_loss", filled=True, cmap="coolwarm")
         mark_models(ax, surface, surface.metadata.get("labels"))
-        fig.colorbar(drawn, ax=ax, orientation="horizontal", format="%.2f", shrink=0.8, label="loss")
+        fig.colorbar(drawn, ax=ax, orientation="horizontal", format="%.3g", shrink=0.8, label="loss", ticks=MaxNLocator(4))
         ax.set_title(f"loss on {name}'s samples" if name != "pooled" else "loss on the pooled samples")
     if title:
         fig.suptitle(title)
