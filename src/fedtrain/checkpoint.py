@@ -34,6 +34,7 @@ from typing import Any, Literal, NoReturn
 import torch
 from torch import nn
 
+from fedtrain.config import setting_problem
 from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.io import atomic_write_bytes, to_plain
 from fedtrain.models import build_model, declared_state_dict
@@ -272,6 +273,10 @@ def _from_raw(raw: dict[str, Any], file: UntrustedFile) -> Checkpoint:
     swa = file.field(raw, "swa", optional(mapping_rule()), default=None)
     data = file.field(raw, "data", mapping_rule())
     state = file.field(raw, "state", optional(mapping_rule()), default=None) or {}
+    config = file.field(raw, "config", optional(mapping_rule()), default=None) or {}
+    for key, value in config.items():  # the run's settings are read back (resume, info): TrainConfig's rules
+        if (problem := setting_problem(key, value)) is not None:
+            file.fail(f"its training configuration is refused: {problem}")
     file.field(state, "server_momentum", optional(_STATE_DICT), "state ", default=None)
     file.field(state, "metrics", list_of(mapping_rule()), "state ", default=[])
     file.field(state, "elapsed_seconds", number(low=0), "state ", default=0.0)
@@ -284,7 +289,7 @@ def _from_raw(raw: dict[str, Any], file: UntrustedFile) -> Checkpoint:
         swa_weights=None if swa is None else dict(file.field(swa, "weights", _STATE_DICT, "swa ")),
         swa_count=0 if swa is None else file.field(swa, "count", integer(0), "swa "),
         partition=file.field(raw, "partition", optional(mapping_rule()), default=None),
-        config=dict(file.field(raw, "config", optional(mapping_rule()), default=None) or {}),
+        config=dict(config),
         round=file.field(raw, "round", integer(0), default=0),
         state=dict(state),
         versions=dict(file.field(raw, "versions", optional(mapping_rule()), default=None) or {}),

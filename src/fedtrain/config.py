@@ -39,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "preset_config",
     "load_config_file",
+    "setting_problem",
     "resolve_config",
 ]
 
@@ -401,12 +402,24 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = data["train"]
     settings = untrusted.mapping(data, "its top level")
     for key, value in settings.items():  # TrainConfig's own rules and words, here so that the message names the file
-        name = key.replace("-", "_")
-        words, ok = _RULES.get(name, ("", lambda v: True))
-        if not ok(value):
-            flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
-            untrusted.fail(f"{name} ({flag}) must be {words}, got {shown_value(value)}")
+        if (problem := setting_problem(key, value)) is not None:
+            untrusted.fail(problem)
     return settings
+
+
+def setting_problem(key: str, value: object) -> str | None:
+    """What is wrong with ``value`` for the setting ``key`` by :class:`TrainConfig`'s own rule, or ``None`` (also for unknown keys).
+
+    For settings read from a file (a config file, a checkpoint's config), so the reader can name the file.
+    """
+    name = key.replace("-", "_")
+    if name not in _RULES:
+        return None
+    words, ok = _RULES[name]
+    if ok(value):
+        return None
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return f"{name} ({flag}) must be {words}, got {shown_value(value)}"
 
 
 def resolve_config(

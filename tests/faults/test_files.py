@@ -201,6 +201,7 @@ CHECKPOINT_CASES = [
     Case("absurd-hidden", _ckpt_edit(_set("model.kwargs.hidden", [10**9])), "more than the 100,000,000"),
     Case("kwargs-refused", _ckpt_edit(_set("model.kwargs.hidden", "abc")), "its model cannot be built (Model 'mlp' cannot be built"),
     Case("dataset-misfit", _ckpt_edit(_set("data.dataset", "fashion-mnist")), "does not fit the data"),
+    Case("config-rounds-x", _ckpt_edit(_set("config.rounds", "x")), "rounds (--rounds) must be an integer >= 1, got 'x'"),
     Case("reshaped-weight", _ckpt_edit(_reshape), "do not fit model 'mlp'"),
     Case("nan-weights", _ckpt_edit(_nan), "non-finite values"),
 ]
