@@ -28,7 +28,7 @@ from fedtrain.server import ServerState
 __all__ = ["flower_round_fn", "make_server_app", "train_flower", "simulation_backend"]
 
 
-def flower_round_fn(grid: Grid, *, timeout: float | None = None, connect_timeout: float = 60.0) -> RoundFn:
+def flower_round_fn(grid: Grid, *, timeout: float | None = None, connect_timeout: float = 600.0) -> RoundFn:
     """A round function for :func:`fedtrain.run.train` whose clients train on the Grid's nodes.
 
     Args:

@@ -34,11 +34,12 @@ from fedtrain.server import ServerState
 __all__ = ["FedLandscapeStrategy", "client_nodes", "train_messages", "collect_updates"]
 
 
-def client_nodes(grid: Grid, clients: Iterable[int], *, timeout: float = 60.0) -> dict[int, int]:
+def client_nodes(grid: Grid, clients: Iterable[int], *, timeout: float = 600.0) -> dict[int, int]:
     """Which node holds each client: every connected node is asked (a ``query`` message) for its clients.
 
-    Waits up to ``timeout`` seconds for nodes holding all of ``clients`` to connect (a deployment's
-    SuperNodes may join late; a simulation's are all there at once).
+    Waits up to ``timeout`` seconds for nodes holding all of ``clients`` to connect and answer (a
+    deployment's SuperNodes may join late; a simulation's are all there at once, but their ClientApps may
+    take minutes to start on a loaded machine).
 
     Returns:
         client index -> node id, for every client some node holds.
@@ -51,7 +52,8 @@ def client_nodes(grid: Grid, clients: Iterable[int], *, timeout: float = 60.0) -
     while True:
         nodes = list(grid.get_node_ids())
         query = RecordDict({"config": ConfigRecord({"what": "clients"})})
-        replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes], timeout=timeout)
+        remaining = max(deadline - time.monotonic(), 1.0)
+        replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes], timeout=remaining)
         held: dict[int, int] = {}
         for reply in replies:
             if reply.has_error() or "config" not in reply.content or "clients" not in reply.content["config"]:
@@ -117,7 +119,7 @@ class FedLandscapeStrategy(Strategy):
     """
 
     def __init__(self, config: TrainConfig, *, augment: bool = False, device: torch.device | str = "cpu",
-                 state: ServerState | None = None, timeout: float = 60.0) -> None:
+                 state: ServerState | None = None, timeout: float = 600.0) -> None:
         self.config = config
         self.augment = augment
         self.device = torch.device(device)
