@@ -19,6 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedtrain.config import TrainConfig
+from fedtrain.device import resolve_device
 from fedtrain.errors import ConfigError, LandscapeError
 from fedtrain.flower.strategy import client_nodes, collect_updates, train_messages
 from fedtrain.round import RoundData, RoundMetrics, aggregate_round, plan_round
@@ -116,7 +117,8 @@ def train_flower(
         config, out_dir: as :func:`fedtrain.run.train`.
         num_supernodes: virtual SuperNodes (default and minimum: the run's ``num_clients``).
         backend_config: the Ray backend's settings (default :func:`simulation_backend`: one CPU per client,
-            one client at a time).
+            one client at a time, and the whole GPU when the run's device is a GPU; a ClientApp sees its GPU
+            as ``cuda:0``, so use ``device`` ``auto`` or ``cuda``).
         train_options: :func:`fedtrain.run.train`'s other keyword arguments (``resume``, ``overwrite``,
             ``init_from``, ``progress``, ``threads``, ...), passed on unchanged. ``threads`` sets the server's
             thread count; a simulated node computes with its ClientApp's CPUs (``cpus_per_client``).
@@ -138,8 +140,10 @@ def train_flower(
         raise ConfigError(f"num_supernodes ({nodes}) must be at least num_clients ({resolved.num_clients}): each virtual "
                           "SuperNode holds one client. Raise --num-supernodes or lower --num-clients.")
     server_app, outcome = make_server_app(config, out_dir, **train_options)
-    run_simulation(server_app=server_app, client_app=make_client_app(), num_supernodes=nodes,
-                   backend_config=backend_config if backend_config is not None else simulation_backend(total_cpus=1))
+    if backend_config is None:  # Ray hides the GPUs from a ClientApp given none, so a GPU run gives each one the GPU
+        gpus = 1.0 if resolve_device(resolved.device).type == "cuda" else 0.0
+        backend_config = simulation_backend(total_cpus=1, gpus_per_client=gpus)
+    run_simulation(server_app=server_app, client_app=make_client_app(), num_supernodes=nodes, backend_config=backend_config)
     if outcome.error is not None:
         raise outcome.error
     if outcome.summary is None:
