@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedtrain.errors import DataFormatError, LandscapeError
+from fedtrain.errors import DataFormatError, LandscapeError, OutputError
 from fedtrain.validate import MAX_JSON_BYTES, UntrustedFile, parse_json, parse_json_lines
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_plain", "to_json", "json_roundtrip", "write_json", "read_json",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_error", "to_plain", "to_json", "json_roundtrip", "write_json", "read_json",
            "read_json_lines"]
 
 _FIX = "Recreate it with the landscape command that wrote it, or remove it."
