@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedlandscape_cli._common import device_option, friendly_errors, seed_option
+from fedlandscape_cli._common import device_option, friendly_errors, progress_printer, quiet_option, seed_option
 from landscape.settings import MEASURES, HessianSettings, MeasureSettings
 
 DEFAULTS = MeasureSettings()
@@ -24,9 +24,10 @@ DEFAULTS = MeasureSettings()
 @seed_option()
 @device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@quiet_option
 @friendly_errors
 def flatness(runs: tuple[Path, ...], out: Path, measures: str, samples: int, batch_size: int, train_examples: int, tol: float,
-             trace_matvecs: int, seed: int, device: str, threads: int | None) -> None:
+             trace_matvecs: int, seed: int, device: str, threads: int | None, quiet: bool) -> None:
     """Which flatness measure explains accuracy across RUNS (run folders, or folders holding them, e.g. OUT/runs of a reproduction).
 
     \b
@@ -47,9 +48,13 @@ def flatness(runs: tuple[Path, ...], out: Path, measures: str, samples: int, bat
     settings = MeasureSettings(measures=names, tol=tol, trace_matvecs=trace_matvecs)
 
     def say(row: dict) -> None:
+        if quiet:
+            return
         click.echo(f"{row['label']}: test {100 * row['accuracy']:.2f}%, gap {100 * row['gap']:+.2f}, "
                    f"lambda_max {row.get('lambda_max', float('nan')):.4g} ({row['seconds']:.0f} s)", err=True)
 
-    flatness_report(find_runs(runs), out, hessian=hessian, measures=settings, train_examples=train_examples, on_model=say)
+    flatness_report(find_runs(runs), out, hessian=hessian, measures=settings, train_examples=train_examples, on_model=say,
+                    progress=progress_printer(quiet))
     click.echo((out / "correlations.md").read_text().strip().splitlines()[-1])
-    click.echo(f"wrote {out / 'flatness.json'}, {out / 'table.md'}", err=True)
+    if not quiet:
+        click.echo(f"wrote {out / 'flatness.json'}, {out / 'table.md'}", err=True)

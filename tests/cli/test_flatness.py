@@ -24,3 +24,11 @@ def test_flatness_writes_the_report_and_says_which_measure_explains_accuracy(run
 def test_a_folder_without_runs_is_one_paragraph(tmp_path):
     result = CliRunner().invoke(main, ["flatness", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "holds no finished run" in result.output and "Traceback" not in result.output
+
+
+def test_quiet_prints_nothing_on_stderr_but_still_the_verdict(runs, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["flatness", str(runs), "--out", str(out), "--measures", "lambda-max", "--samples", "30",
+                                       "--train-examples", "50", "--device", "cpu", "--threads", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "explains test accuracy here" in result.stdout

@@ -24,6 +24,8 @@ from fedtrain.data import evaluation_tensors, load_dataset
 from fedtrain.errors import ConfigError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, write_json
+from fedtrain.lock import holds_lock
+from fedtrain.progress import Progress, ProgressCallback, report
 from landscape.hessian.analysis import analyze_checkpoint
 from landscape.hessian.measures import SCALE_INVARIANT
 from landscape.report.claims import measure_correlations, write_measure_table
@@ -85,10 +87,12 @@ def model_row(run: Path, hessian: HessianSettings, measures: MeasureSettings, *,
     }
 
 
+@holds_lock("out")  # one writer of the folder, like every command that writes one
 def flatness_report(runs: Sequence[Path], out: str | os.PathLike[str], *, hessian: HessianSettings = HessianSettings(),
                     measures: MeasureSettings = MeasureSettings(), train_examples: int = 2048,
                     data_dir: str | os.PathLike[str] | None = None, permutations: int = 20000,
-                    on_model: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                    on_model: Callable[[dict[str, Any]], None] | None = None,
+                    progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Every measure of every run's final model and its rank correlations; writes ``flatness.json`` and ``table.md`` in ``out``.
 
     Args:
@@ -100,7 +104,8 @@ def flatness_report(runs: Sequence[Path], out: str | os.PathLike[str], *, hessia
         train_examples: size of the seeded training subset the train accuracy is taken on.
         data_dir: where the dataset is looked for first.
         permutations: permutations of the p-value when values tie (seed ``hessian.seed``).
-        on_model: called with each model's row as soon as it is measured (progress).
+        on_model: called with each model's row as soon as it is measured.
+        progress: the ``"flatness"`` stage in models: ``done`` of ``len(runs)`` after each model (cached rows count).
 
     Returns:
         ``{"models": rows, "correlations": [...], "settings": ..., "explains_accuracy": [measure keys]}``.
@@ -111,12 +116,15 @@ def flatness_report(runs: Sequence[Path], out: str | os.PathLike[str], *, hessia
     folder = Path(out)
     settings = {"hessian": hessian.to_dict(), "measures": measures.to_dict(), "train_examples": train_examples}
     rows = []
+    report(progress, Progress("flatness", 0, len(runs), "models", detail=str(runs[0]) if runs else "",
+                              hint="fewer --measures, fewer --samples, a smaller --trace-matvecs"))
     for run in runs:
         rows.append(_cached_row(folder / "models", run, settings) or
                     _save_row(folder / "models", run, settings,
                               model_row(run, hessian, measures, train_examples=train_examples, data_dir=data_dir)))
         if on_model is not None:
             on_model(rows[-1])
+        report(progress, Progress("flatness", len(rows), len(runs), "models", detail=rows[-1].get("label", str(run))))
     keys = [k for k in SCALE_INVARIANT if any(k in r for r in rows)]
     correlations = measure_correlations(rows, keys, permutations=permutations, seed=hessian.seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,14 @@ def test_every_model_gets_every_measure_its_gap_and_the_correlations(runs, tmp_p
 def test_a_folder_without_a_finished_run_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds no finished run"):
         find_runs([tmp_path])
+
+
+def test_progress_counts_models_up_to_the_number_of_runs_cached_ones_included(runs, tmp_path):
+    events = []
+    settings = dict(hessian=HessianSettings(num_examples=30, batch_size=30, device="cpu"),
+                    measures=MeasureSettings(measures=("lambda-max",)), train_examples=50, permutations=50)
+    for _ in range(2):  # the second report takes every row from its cache and still reports them
+        flatness_report(find_runs([runs]), tmp_path / "out", progress=events.append, **settings)
+    for report in (events[:4], events[4:]):
+        assert [(e.stage, e.unit, e.done, e.total) for e in report] == [("flatness", "models", i, 3) for i in range(4)]
+        assert report[-1].finished
