@@ -65,6 +65,8 @@ def clients(checkpoints: tuple[Path, ...], out: Path, names: tuple[str, ...], sa
 
     from fedtrain.errors import ConfigError
     from fedtrain.io import read_json
+    from fedtrain.lock import DirectoryLock
+    from fedtrain.outpaths import safe_name
     from landscape.federated.api import analyze_clients, write_clients
     from landscape.plots.clients import result_name, write_client_figures
 
@@ -88,16 +90,22 @@ def clients(checkpoints: tuple[Path, ...], out: Path, names: tuple[str, ...], sa
         results[path.stem] = data
         planes[path.stem] = saved_planes(path, data)
     printer = progress_printer(quiet)
-    for index, path in enumerate(checkpoints):
-        report = analyze_clients(path, settings, data_dir=data_dir, progress=printer)
-        name = names[index] if names else result_name(report.to_dict(), taken=set(results))
-        for written in write_clients(report, out, name):
-            click.echo(f"wrote {written}", err=True)
-        results[name], planes[name] = report.to_dict(), report.planes
-        click.echo(summary_line(name, results[name]), err=True)
-    for files in write_client_figures(results, out, planes).values():
-        for written in files:
-            click.echo(f"wrote {written}", err=True)
+
+    def say(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    with DirectoryLock(out):  # one writer of --out, from the first analysis to the last figure
+        for index, path in enumerate(checkpoints):
+            report = analyze_clients(path, settings, data_dir=data_dir, progress=printer)
+            name = safe_name(names[index] if names else result_name(report.to_dict(), taken=set(results)))
+            for written in write_clients(report, out, name):
+                say(f"wrote {written}")
+            results[name], planes[name] = report.to_dict(), report.planes
+            say(summary_line(name, results[name]))
+        for files in write_client_figures(results, out, planes).values():
+            for written in files:
+                say(f"wrote {written}")
 
 
 def summary_line(name: str, data: dict) -> str:

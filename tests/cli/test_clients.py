@@ -54,3 +54,11 @@ def test_bad_inputs_are_one_paragraph_exit_1_and_no_file(run_dir, tmp_path):
     assert result.exit_code == 2
     result = CliRunner().invoke(main, ["clients", "--out", str(out)])
     assert result.exit_code == 1 and "at least one checkpoint" in result.output
+
+
+def test_a_name_of_dots_stays_inside_out_and_quiet_is_silent(run_dir, tmp_path):
+    out = tmp_path / "deep" / "out"
+    args = ["clients", str(run_dir / "checkpoints" / "final.pt"), *QUICK, "--no-plane", "--out", str(out), "--name", ".."]
+    result = CliRunner().invoke(main, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and (out / "__.json").is_file() and not (tmp_path / "deep" / ".json").exists()

@@ -158,6 +158,7 @@ def tiny_checkpoint(path: Path) -> str:
         (["plot-surface", "{ckpt}", "--steps", "3", "--samples", "20", "--out", "{busy}/inner"], "{busy}/inner lies inside {busy}"),
         (["reproduce", "--preset", "smoke", "--out", "{busy}"], "{busy}"),
         (["figures", "{busy}", "--out", "{busy}/figures"], "{busy}/figures lies inside {busy}"),
+        (["clients", "{ckpt}", "--out", "{busy}"], "{busy}"),
     ],
 )
 def test_every_command_that_writes_a_folder_is_refused_while_another_process_writes_it(tmp_path, held, args, where):

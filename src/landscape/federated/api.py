@@ -38,6 +38,7 @@ from fedtrain.errors import CheckpointError, ConfigError
 from fedtrain.evaluate import evaluate_state
 from fedtrain.io import json_roundtrip, write_json
 from fedtrain.models import build_model
+from fedtrain.outpaths import inside, safe_name
 from fedtrain.progress import Progress, ProgressCallback, report
 from fedtrain.partition import Partition, load_partition, make_partition
 from fedtrain.round import client_generator, plan_round
@@ -346,15 +347,16 @@ def write_clients(report: ClientsReport, out_dir: str | os.PathLike[str], name: 
         The files written; the JSON records the plane files under ``plane.files``.
     """
     folder = Path(out_dir)
+    name = safe_name(name)  # names come from the user (--name) or from checkpoint paths: never a path out of out_dir
     written = []
     files = {}
     for data_name, surface in report.planes.items():
-        target = folder / f"{name}-plane-{data_name.replace(' ', '')}.npz"
+        target = inside(folder, f"{name}-plane-{safe_name(data_name.replace(' ', ''))}.npz")
         save_surface(surface, target)
         files[data_name] = target.name
         written.append(target)
     if files:
         report.data["plane"]["files"] = files
-    target = folder / f"{name}.json"
+    target = inside(folder, f"{name}.json")
     write_json(target, report.to_dict())
     return [target, *written]
