@@ -23,11 +23,21 @@ from fedtrain.data import apply_augmentation, augmentation_draws
 from fedtrain.errors import ConfigError, LandscapeError
 from fedtrain.sam import SAM
 
-__all__ = ["ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "client_update"]
+__all__ = ["ClientConfig", "ClientShard", "ClientUpdate", "NonFiniteLossError", "check_finite_loss", "client_update"]
 
 
 class NonFiniteLossError(LandscapeError, ArithmeticError):
     """Training produced a NaN or infinite loss (usually a learning rate or rho that is too large)."""
+
+
+def check_finite_loss(mean_loss: float, cfg: ClientConfig) -> None:
+    """Raise :class:`NonFiniteLossError` when a client's mean training loss is NaN or infinite."""
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(
+            f"The training loss became non-finite ({mean_loss}) during local training with lr={cfg.lr}, "
+            f"optimizer={cfg.optimizer}, rho={cfg.rho}. Lower the learning rate (or rho), then resume from the "
+            "last good checkpoint or start again."
+        )
 
 
 @dataclass(frozen=True)
@@ -173,12 +183,7 @@ def client_update(
         p.grad = None
 
     mean_loss = float(loss_sum) / max(shard.num_examples * cfg.local_epochs, 1)
-    if not math.isfinite(mean_loss):
-        raise NonFiniteLossError(
-            f"The training loss became non-finite ({mean_loss}) during local training with lr={cfg.lr}, "
-            f"optimizer={cfg.optimizer}, rho={cfg.rho}. Lower the learning rate (or rho), then resume from the "
-            "last good checkpoint or start again."
-        )
+    check_finite_loss(mean_loss, cfg)
     with torch.no_grad():
         new_state = worker.state_dict()
         delta = {name: new_state[name] - value for name, value in global_state.items()}

@@ -51,7 +51,6 @@ bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -61,7 +60,7 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.nn import functional as F
 
-from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, _batches
+from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, _batches, check_finite_loss
 from fedtrain.config import COHORT_MODES, OPTIMIZERS, TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.sam import NORM_EPS, weight_mask
@@ -332,12 +331,7 @@ def _train_chunk(
     sizes = [shard.num_examples for shard in shards]
     means = (loss_sum / torch.tensor([max(n * cfg.local_epochs, 1) for n in sizes], dtype=torch.float64, device=device)).tolist()
     for mean_loss in means:
-        if not math.isfinite(mean_loss):
-            raise NonFiniteLossError(
-                f"The training loss became non-finite ({mean_loss}) during local training with lr={cfg.lr}, "
-                f"optimizer={cfg.optimizer}, rho={cfg.rho}. Lower the learning rate (or rho), then resume from the "
-                "last good checkpoint or start again."
-            )
+        check_finite_loss(mean_loss, cfg)
     counts_per_client = num_steps.tolist()
     return [
         ClientUpdate(
