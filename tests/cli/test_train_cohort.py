@@ -3,20 +3,13 @@
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
+from tests.cli.test_train import _restore_threads  # noqa: F401 (autouse fixture: --threads changes this process's count)
 
 TINY = ["--dataset", "synthetic", "--model", "mlp", "--num-clients", "6", "--samples-per-client", "30",
         "--clients-per-round", "3", "--batch-size", "16", "--rounds", "2", "--eval-every", "2", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    before = torch.get_num_threads()  # --threads sets torch's thread count in this process
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cohort_flags_are_recorded_in_the_config_and_the_mode_run_in_the_summary(tmp_path):

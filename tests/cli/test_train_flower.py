@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
+from tests.cli.test_train import _restore_threads  # noqa: F401 (autouse fixture: --threads changes this process's count)
 from tests.fedtrain.flower.conftest import assert_same_run
 
 TINY = ["--dataset", "synthetic", "--model", "mlp", "--num-clients", "6", "--samples-per-client", "40",
         "--clients-per-round", "3", "--batch-size", "16", "--rounds", "4", "--eval-every", "2", "--threads", "1",
         "--device", "cpu", "--seed", "3", "--algorithm", "fedasam", "--swa", "--swa-start", "0.5", "--swa-c", "2"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()  # --threads sets torch's thread count in this process
-    yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args):

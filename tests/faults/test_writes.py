@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
@@ -20,14 +19,7 @@ from fedtrain.io import read_json, write_json
 from fedtrain.lock import LOCK_NAME
 from fedtrain.models import build_model
 from fedtrain.run import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.fedtrain.test_run import _one_thread  # noqa: F401 (autouse fixture: one torch thread, restored)
 
 
 def tiny(**changes) -> TrainConfig:

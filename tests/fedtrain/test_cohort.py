@@ -25,6 +25,7 @@ from fedtrain.models import build_model
 from fedtrain.round import RoundData, federated_round
 from fedtrain.sam import weight_mask
 from fedtrain.server import ServerState
+from tests.fedtrain.test_run import _one_thread  # noqa: F401 (autouse fixture: one torch thread, restored)
 
 # Measured on this CPU (float32, 1 thread, torch 2.13): the largest |vmap - sequential| over every weight after the
 # 4 rounds of test_vmap_rounds_equal_sequential_rounds_after_four_rounds was 3.0e-8 (FedAvg), 3.0e-8 (FedSAM),
@@ -33,14 +34,6 @@ from fedtrain.server import ServerState
 TOL_ROUNDS = 1e-5
 # float64: the two paths compute the same formulas in another summation order, so they agree to ~1e-16.
 TOL_FLOAT64 = 1e-12
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _shard(seed: int, n: int, shape=(1, 4, 4), scale: float = 1.0, dtype=torch.float32) -> ClientShard:
