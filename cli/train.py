@@ -10,6 +10,7 @@ import click
 
 from fedlandscape_cli._common import data_dir_option, friendly_errors, progress_printer, quiet_option
 from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITION_SCHEMES, PRESETS, SWA_COLLECT_MODES, COHORT_MODES, MAX_THREADS
+from fedtrain.config import CLIENT_SAMPLING_SCHEMES
 
 _FLOAT0 = click.FloatRange(min=0)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -39,6 +40,9 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--swa-collect", type=click.Choice(SWA_COLLECT_MODES), default=None, help="Collect at the cycle's end (SWA) or after its highest-lr round (FedSAM code).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Number of rounds.")
 @click.option("--clients-per-round", type=click.IntRange(min=1), default=None, help="Clients sampled per round K.")
+@click.option("--client-sampling", type=click.Choice(CLIENT_SAMPLING_SCHEMES), default=None,
+              help="How each round draws its clients: toolkit (from the seed and round; the default) or reference "
+                   "(the FedSAM code's np.random.seed(round) draw: the same clients for every seed).")
 @click.option("--local-epochs", type=click.IntRange(min=1), default=None, help="Local epochs E.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Local batch size B.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Client learning rate.")

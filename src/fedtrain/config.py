@@ -25,6 +25,7 @@ __all__ = [
     "ALGORITHMS",
     "OPTIMIZERS",
     "SWA_COLLECT_MODES",
+    "CLIENT_SAMPLING_SCHEMES",
     "COHORT_MODES",
     "ENGINES",
     "PRESETS",
@@ -52,6 +53,9 @@ PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
 ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
 OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
+# How a round draws its clients (fedtrain.server.select_clients): the toolkit's (seed, round)-derived draw, or the
+# FedSAM code's NumPy draw seeded with the round index alone (fedsam.md §1.1).
+CLIENT_SAMPLING_SCHEMES: tuple[str, ...] = ("toolkit", "reference")
 COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round trains its clients (fedtrain.cohort)
 ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this process, or Flower nodes (fedtrain.flower)
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
@@ -119,7 +123,7 @@ _NAME = ("a name (a string)", lambda v: isinstance(v, str))
 # What each setting must be, checked in field order before anything is derived from the values, so a value
 # of the wrong type (a string from a config file, a bool where a count belongs) is named, not a traceback.
 _RULES: dict[str, tuple[str, Any]] = {
-    "dataset": _NAME, "model": _NAME, "partition": _NAME, "algorithm": _NAME, "swa_collect": _NAME,
+    "dataset": _NAME, "model": _NAME, "partition": _NAME, "algorithm": _NAME, "swa_collect": _NAME, "client_sampling": _NAME,
     "data_dir": ("a folder path (a string) or null", lambda v: v is None or isinstance(v, str)),
     "model_kwargs": ("a mapping of model options with string keys", lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v)),
     "alpha": ("a finite number >= 0 or null", lambda v: v is None or (_is_number(v) and v >= 0)),
@@ -175,6 +179,9 @@ class TrainConfig:
         swa, swa_start, swa_c, swa_lr, swa_collect: server-side SWA (:mod:`fedtrain.swa`). ``swa_start`` < 1
             is a fraction of ``rounds``, >= 1 a round index.
         rounds, clients_per_round, local_epochs, batch_size, lr, weight_decay, momentum: the FedAvg loop.
+        client_sampling: how each round draws its clients (:func:`fedtrain.server.select_clients`): ``toolkit``
+            (derived from ``(seed, round)``) or ``reference`` (the FedSAM code's ``np.random.seed(round)`` draw, the
+            same clients for every seed). A config without the key means ``toolkit``.
         server_lr, server_momentum: the server optimiser (1 and 0 = FedAvg; momentum > 0 = FedAvgM).
         eval_every, eval_last, eval_examples: evaluate every ``eval_every`` rounds and at every one of the
             last ``eval_last`` rounds, on ``eval_examples`` test images (``None`` = the whole test set).
@@ -214,6 +221,7 @@ class TrainConfig:
     swa_collect: str = "end"
     rounds: int = 100
     clients_per_round: int = 5
+    client_sampling: str = "toolkit"
     local_epochs: int = 1
     batch_size: int = 64
     lr: float = 0.01
@@ -270,6 +278,8 @@ class TrainConfig:
              f"Unknown partition scheme {self.partition!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
         need(self.algorithm in ALGORITHMS, f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         need(self.swa_collect in SWA_COLLECT_MODES, f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
+        need(self.client_sampling in CLIENT_SAMPLING_SCHEMES,
+             f"client_sampling (--client-sampling) must be one of {', '.join(CLIENT_SAMPLING_SCHEMES)}, got {self.client_sampling!r}.")
         # each value's type and range were checked by _check_values; what follows ties settings together
         need(self.clients_per_round <= self.num_clients, f"clients_per_round ({self.clients_per_round}) cannot exceed num_clients ({self.num_clients}).")
         if self.swa:

@@ -117,7 +117,8 @@ def plan_round(config: TrainConfig, round_index: int, *, augment: bool = False) 
     return RoundPlan(
         round=round_index,
         lr=lr,
-        clients=tuple(select_clients(config.seed, round_index, config.num_clients, config.clients_per_round)),
+        clients=tuple(select_clients(config.seed, round_index, config.num_clients, config.clients_per_round,
+                                     scheme=config.client_sampling)),
         client_config=client_config,
         starts_swa=config.swa and starts_swa_model(round_index, start=swa_start, collect=config.swa_collect),
         collects_swa=config.swa and collects(round_index, start=swa_start, cycle=config.swa_c, collect=config.swa_collect),

@@ -15,8 +15,10 @@ with PyTorch's SGD convention that the first momentum buffer is the first pseudo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+import numpy as np
 import torch
 
 from fedtrain._seeds import derived_generator
@@ -37,6 +39,8 @@ class ServerState:
         momentum: the server momentum buffer (``None`` until the first momentum step, or without momentum).
         swa_params: the SWA model (``None`` until SWA has a model).
         swa_count: number of global models averaged into ``swa_params``.
+        method_state: the method's own server state (:mod:`fedtrain.methods`; ``{}`` for the built-ins).
+        client_states: each client's persistent state of the method, by client id (only clients that have one).
     """
 
     round: int
@@ -44,22 +48,36 @@ class ServerState:
     momentum: StateDict | None = None
     swa_params: StateDict | None = None
     swa_count: int = 0
+    method_state: dict[str, Any] = field(default_factory=dict)
+    client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def select_clients(seed: int, round: int, num_clients: int, k: int) -> list[int]:
+def select_clients(seed: int, round: int, num_clients: int, k: int, *, scheme: str = "toolkit") -> list[int]:
     """The ``k`` clients of round ``round``: uniform without replacement, sorted.
 
-    The generator is derived from ``(seed, round)`` only, so every algorithm trained with the same seed
-    sees the same client sequence, and the choice needs no saved random state to resume.
+    ``scheme="toolkit"``: the generator is derived from ``(seed, round)`` only, so every algorithm trained with
+    the same seed sees the same client sequence, and the choice needs no saved random state to resume.
+
+    ``scheme="reference"``: the FedSAM code's draw (``select_clients`` of ``models/servers/fedavg_server.py``,
+    fedsam.md §1.1), ``np.random.seed(round); np.random.choice(possible_clients, k, replace=False)`` over its
+    client list, here the positions ``0 .. num_clients - 1`` (the reference lists its users sorted by id). A
+    local ``RandomState(round)`` draws the same positions as the seeded global one without touching NumPy's
+    global state; ``seed`` does not enter, so every seed sees the same clients, as in the reference. The
+    reference trains them in draw order; here they are sorted like the toolkit's, which changes only the order
+    of the float64 sum of their deltas.
 
     Raises:
-        ConfigError: ``k`` is not in ``1..num_clients``.
+        ConfigError: ``k`` is not in ``1..num_clients``, or an unknown ``scheme``.
     """
     if not 1 <= k <= num_clients:
         raise ConfigError(
             f"clients per round must be between 1 and the number of clients ({num_clients}), got {k}. "
             "Lower --clients-per-round or raise --num-clients."
         )
+    if scheme == "reference":
+        return sorted(int(c) for c in np.random.RandomState(round).choice(num_clients, k, replace=False))
+    if scheme != "toolkit":
+        raise ConfigError(f"client sampling (--client-sampling) must be toolkit or reference, got {scheme!r}.")
     generator = derived_generator(seed, "select-clients", round)
     return sorted(torch.randperm(num_clients, generator=generator)[:k].tolist())
 
