@@ -53,6 +53,9 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Evaluate every this many rounds.")
 @click.option("--eval-last", type=click.IntRange(min=0), default=None, help="Also evaluate at each of the last this many rounds.")
 @click.option("--eval-examples", type=click.IntRange(min=1), default=None, help="Test images per evaluation (default: all).")
+@click.option("--validation", type=click.IntRange(min=0), default=None,
+              help="Hold out this many training examples (seeded, before the partition: no client trains on them) and "
+                   "evaluate on them instead of the test split, which is then not read (default 0: the test split).")
 @click.option("--last-k", type=click.IntRange(min=1), default=None, help="Summary accuracy = mean of the last k evaluations.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, help="Write latest.pt every this many rounds (it is also written at evaluations).")
 @click.option("--checkpoint-round", "checkpoint_rounds", type=click.IntRange(min=1), multiple=True, help="Keep a checkpoint after this round (repeatable).")

@@ -142,6 +142,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "server_momentum": ("a finite number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     "eval_every": _AT_LEAST_1, "eval_last": _AT_LEAST_0,
     "eval_examples": ("an integer >= 1 or null (the whole test set)", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "validation": ("an integer >= 0 (training examples held out for evaluation; 0: evaluate on the test split)", _AT_LEAST_0[1]),
     "last_k": _AT_LEAST_1, "checkpoint_every": _AT_LEAST_0,
     "checkpoint_rounds": ("a list of round numbers (integers >= 1)",
                           lambda v: isinstance(v, (list, tuple)) and all(_is_int(r) and r >= 1 for r in v)),
@@ -185,6 +186,10 @@ class TrainConfig:
         server_lr, server_momentum: the server optimiser (1 and 0 = FedAvg; momentum > 0 = FedAvgM).
         eval_every, eval_last, eval_examples: evaluate every ``eval_every`` rounds and at every one of the
             last ``eval_last`` rounds, on ``eval_examples`` test images (``None`` = the whole test set).
+        validation: training examples held out as a validation split (:mod:`fedtrain.holdout`): drawn
+            (seeded) before the partition, so no client trains on them, and evaluated instead of the test
+            split, which is then not read (``eval_examples`` of them when set). 0 (a config without the
+            key): no validation split, evaluation on the test split.
         last_k: the summary's "final accuracy" is the mean over the last ``last_k`` evaluations (paper: 100 rounds).
         checkpoint_every, checkpoint_rounds: ``latest.pt`` every so many rounds (0: only at evaluations)
             and extra kept checkpoints ``round_XXXXX.pt`` after these rounds.
@@ -232,6 +237,7 @@ class TrainConfig:
     eval_every: int = 10
     eval_last: int = 0
     eval_examples: int | None = None
+    validation: int = 0
     last_k: int = 5
     checkpoint_every: int = 0
     checkpoint_rounds: tuple[int, ...] = ()

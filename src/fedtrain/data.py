@@ -100,6 +100,9 @@ class ImageDataset:
     num_classes: int
     augmentation: str
     source: str
+    # False when loaded without its test split (load_dataset(test=False), a run with a validation split):
+    # the test tensors are then empty and asking for them is an error, never an empty evaluation.
+    has_test: bool = True
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -111,6 +114,9 @@ class ImageDataset:
         if split == "train":
             return self.train_images, self.train_labels
         if split == "test":
+            if not self.has_test:
+                raise ConfigError(f"The {self.name} test split was not loaded (a run with a validation split never reads it); "
+                                  "load the dataset with test=True to evaluate on it.")
             return self.test_images, self.test_labels
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}.")
 
@@ -215,13 +221,16 @@ def evaluation_tensors(
     return dataset.normalize(images[idx]), labels[idx]
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *, test: bool = True) -> ImageDataset:
     """Load a dataset by name into memory.
 
     Args:
         name: one of :data:`DATASETS`.
         data_dir: where to look first. For ``cifar10``/``cifar100`` it is required: the folder that
             holds ``cifar-10-batches-py/`` (or that folder itself).
+        test: also read the test split. ``False`` (a run that evaluates on a validation split, see
+            :mod:`fedtrain.holdout`) neither opens nor needs the test files; the dataset's test tensors are
+            then empty and :meth:`ImageDataset.split` refuses ``"test"``.
 
     Raises:
         ConfigError: unknown name.
@@ -231,11 +240,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> I
     if name not in _NORMALISATION:
         raise ConfigError(f"Unknown dataset {name!r}. Available datasets: {', '.join(DATASETS)}.")
     if name in ("fashion-mnist", "mnist"):
-        arrays, source = _read_mnist_like(name, data_dir)
+        arrays, source = _read_mnist_like(name, data_dir, test)
     elif name in ("cifar10", "cifar100"):
-        arrays, source = _read_cifar(name, data_dir)
+        arrays, source = _read_cifar(name, data_dir, test)
     else:
         arrays, source = _make_synthetic(), "generated (seed 0)"
+    if not test:  # generated test data (synthetic) is dropped too: the split is absent for every dataset alike
+        arrays = (arrays[0], arrays[1], arrays[0][:0], arrays[1][:0])
     mean, std = _NORMALISATION[name]
     return ImageDataset(
         name=name,
@@ -248,6 +259,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> I
         num_classes=_NUM_CLASSES[name],
         augmentation=_AUGMENTATION[name],
         source=source,
+        has_test=test,
     )
 
 
@@ -276,13 +288,16 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_mnist_like(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[tuple[torch.Tensor, ...], str]:
+def _read_mnist_like(
+    name: str, data_dir: str | os.PathLike[str] | None, test: bool = True
+) -> tuple[tuple[torch.Tensor, ...], str]:
     searched = _candidate_dirs(name, data_dir)
+    wanted = _IDX_FILES if test else {k: v for k, v in _IDX_FILES.items() if k.startswith("train")}
     for folder in searched:
-        found = {key: _find_idx(folder, stem) for key, stem in _IDX_FILES.items()}
+        found = {key: _find_idx(folder, stem) for key, stem in wanted.items()}
         if all(found.values()):
             arrays = tuple(_read_idx(path) for path in found.values())  # type: ignore[arg-type]
-            train_x, train_y, test_x, test_y = arrays
+            train_x, train_y, test_x, test_y = arrays if test else (*arrays, arrays[0][:0], arrays[1][:0])
             for images, labels, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
                 if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
                     raise DataFormatError(
@@ -361,8 +376,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_cifar(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[tuple[torch.Tensor, ...], str]:
+def _read_cifar(name: str, data_dir: str | os.PathLike[str] | None, test: bool = True) -> tuple[tuple[torch.Tensor, ...], str]:
     folder_name, train_files, test_files, label_key = _CIFAR_LAYOUT[name]
+    test_files = test_files if test else []
     if data_dir is None:
         raise DataNotFoundError(
             f"{name} is read from a local copy: pass --data-dir pointing at the folder that holds "
@@ -377,13 +393,11 @@ def _read_cifar(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[tup
             f"{_CIFAR_URL[name]} into {root} (it creates {folder_name}/), or pass the right --data-dir."
         )
     train = [_read_cifar_batch(folder / f, label_key) for f in train_files]
-    test = [_read_cifar_batch(folder / f, label_key) for f in test_files]
-    return (
-        torch.cat([x for x, _ in train]),
-        torch.cat([y for _, y in train]),
-        torch.cat([x for x, _ in test]),
-        torch.cat([y for _, y in test]),
-    ), str(folder)
+    train_x, train_y = torch.cat([x for x, _ in train]), torch.cat([y for _, y in train])
+    tests = [_read_cifar_batch(folder / f, label_key) for f in test_files]
+    if not tests:
+        return (train_x, train_y, train_x[:0], train_y[:0]), str(folder)
+    return (train_x, train_y, torch.cat([x for x, _ in tests]), torch.cat([y for _, y in tests])), str(folder)
 
 
 def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:

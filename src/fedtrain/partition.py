@@ -21,6 +21,11 @@ Schemes
 
 Every partition is deterministic for (labels, scheme, alpha, clients, samples per client, seed), uses no
 sample twice, has no unbounded retry loop, and carries a content hash.
+
+Validation split: with ``validation = n > 0`` the ``n`` examples of :func:`fedtrain.holdout.holdout_indices`
+are taken out of the training split first, the scheme splits the examples left, and the shards are
+mapped back to indices of the whole training split, so no client holds a validation example. The recipe
+records ``validation`` only when it is not 0, so the hashes of partitions without one are unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ import torch
 
 from fedtrain.config import PARTITION_SCHEMES, check_seed
 from fedtrain.errors import ConfigError, DataFormatError, DataNotFoundError
+from fedtrain.holdout import holdout_indices, remaining_indices
 from fedtrain.io import read_json, write_json
 from fedtrain.validate import UntrustedFile, integer, list_of, mapping_rule, number, optional, text
 
@@ -59,6 +65,7 @@ class Partition:
     num_classes: int
     client_indices: tuple[torch.Tensor, ...]
     label_histograms: torch.Tensor  # (num_clients, num_classes) int64
+    validation: int = 0  # training examples held out before the split (fedtrain.holdout)
 
     @property
     def num_examples(self) -> list[int]:
@@ -75,6 +82,8 @@ class Partition:
             "samples_per_client": self.samples_per_client,
             "seed": self.seed,
             "dataset": self.dataset,
+            # only when set: the recipes (and hashes) of partitions without a validation split stay as they were
+            **({"validation": self.validation} if self.validation else {}),
         }
 
     @property
@@ -127,6 +136,7 @@ def make_partition(
     samples_per_client: int | None = None,
     dataset: str | None = None,
     num_classes: int | None = None,
+    validation: int = 0,
 ) -> Partition:
     """Split the indices of ``labels`` over ``num_clients`` clients.
 
@@ -140,12 +150,17 @@ def make_partition(
         samples_per_client: client size n for ``dirichlet`` and ``iid`` (default ``len(labels) // K``).
         dataset: name recorded in the recipe.
         num_classes: number of classes (default ``max(labels) + 1``).
+        validation: examples held out before the split (:func:`fedtrain.holdout.holdout_indices` with
+            ``seed``); the clients share the rest.
 
     Raises:
         ConfigError: unknown scheme, nonsensical numbers, or a split that the data cannot satisfy.
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    if validation:
+        return _partition_rest(labels, validation, scheme=scheme, num_clients=num_clients, alpha=alpha, seed=seed,
+                               samples_per_client=samples_per_client, dataset=dataset, num_classes=num_classes)
     if scheme not in PARTITION_SCHEMES:
         raise ConfigError(f"Unknown partition scheme {scheme!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
     check_seed(seed)  # before NumPy sees it: a negative seed is its ValueError, 2**70 a seed no torch generator takes
@@ -192,6 +207,20 @@ def make_partition(
         client_indices=indices,
         label_histograms=histograms,
     )
+
+
+def _partition_rest(labels: torch.Tensor, validation: int, *, seed: int, **split: Any) -> Partition:
+    """:func:`make_partition` of the examples left after holding out ``validation`` of them, in whole-split indices."""
+    check_seed(seed)
+    held = holdout_indices(labels.numel(), validation, seed)
+    rest = remaining_indices(labels.numel(), held)
+    try:
+        inner = make_partition(labels[rest], seed=seed, **split)
+    except ConfigError as err:
+        raise ConfigError(f"With {validation} of the {labels.numel()} training examples held out for validation "
+                          f"(--validation), {rest.numel()} are left for the clients, and they do not fit: {err} "
+                          "Or lower --validation.") from None
+    return replace(inner, client_indices=tuple(rest[idx] for idx in inner.client_indices), validation=validation)
 
 
 def _class_pools(y: np.ndarray, num_classes: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -309,6 +338,7 @@ def load_partition(path: str | os.PathLike[str]) -> Partition:
     for key, rule in (("scheme", text()), ("dataset", optional(text())), ("seed", integer(0)), ("alpha", optional(number(low=0))),
                       ("samples_per_client", optional(integer(1)))):
         file.field(spec, key, rule, "spec ")
+    file.field(spec, "validation", integer(0), "spec ", default=0)
     for n, client in enumerate(clients):
         file.field(client, "indices", list_of(integer(0)), f"client {n} ")
         file.field(client, "label_histogram", list_of(integer(0), num_classes), f"client {n} ")
@@ -323,6 +353,7 @@ def load_partition(path: str | os.PathLike[str]) -> Partition:
             num_classes=num_classes,
             client_indices=tuple(torch.tensor(c["indices"], dtype=torch.int64) for c in clients),
             label_histograms=torch.tensor([c["label_histogram"] for c in clients], dtype=torch.int64).reshape(len(clients), num_classes),
+            validation=spec.get("validation", 0),
         )
     except (ValueError, TypeError, RuntimeError) as err:
         file.fail(f"its content does not make a partition ({err})")

@@ -68,7 +68,7 @@ def node_data(config_json: str, device: str) -> RoundData:
     run's settings as JSON, so another run on the same node rebuilds it.
     """
     config = TrainConfig.from_dict(json.loads(config_json))
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir, test=config.validation == 0)  # nodes only train: as the server, no test split with a validation one
     partition, model_kwargs = run_inputs(config, dataset)
     return round_data(config, dataset.to(torch.device(device)), partition, model_kwargs)
 
