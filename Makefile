@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
+CHROMIUM := /usr/bin/chromium
 DEMO_OUT ?= runs/quick
 
 .PHONY: setup demo test bench clean
@@ -31,8 +32,18 @@ $(FMNIST_DIR)/train-images-idx3-ubyte.gz:
 demo: setup
 	$(BIN)/landscape reproduce --preset quick --out $(DEMO_OUT)
 
-test: setup
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# The browser the report.html test loads the page in (tests/landscape/report/test_html.py); without it the
+# test is skipped, except where CI is set, where it must run.
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	else \
+		echo "Chromium is missing and apt-get is not usable here (needs root): the report.html browser test is skipped"; \
+		echo "outside CI. Run 'sudo apt-get install -y chromium' to run it."; \
+	fi
 
 # Benchmarks against the peers (minutes; not part of the tests). Outputs go to bench/results/.
 bench: setup
