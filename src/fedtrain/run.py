@@ -50,10 +50,11 @@ from fedtrain.client import ClientShard, NonFiniteLossError
 from fedtrain.cohort import cohort_record, cohort_settings
 from fedtrain.config import SWA_FIELDS, TrainConfig, shown_value
 from fedtrain.convergence import convergence_of
-from fedtrain.data import ImageDataset, evaluation_tensors, load_dataset, subset_indices
+from fedtrain.data import ImageDataset, load_dataset, subset_indices
 from fedtrain.device import device_record, resolve_device
 from fedtrain.errors import CheckpointError, ConfigError, LandscapeError
 from fedtrain.evaluate import evaluate_state
+from fedtrain.holdout import evaluation_set
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
 from fedtrain.lock import LOCK_NAME, DirectoryLock
 from fedtrain.models import build_model, check_model_fits, count_parameters
@@ -334,7 +335,7 @@ def _train(
 ) -> dict[str, Any]:
     """:func:`train` once the directory is checked, on ``device``, inside the run's numerics settings."""
     check_observers(observers, config)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir, test=config.validation == 0)  # a validation run never reads the test split
     partition, model_kwargs = run_inputs(config, dataset)
     # Initialised on the CPU from the run's seed, then moved: every device starts from the same weights.
     initial = build_model(config.model, seed=derive_seed(config.seed, "model-init"), **model_kwargs)
@@ -389,7 +390,7 @@ def run_inputs(config: TrainConfig, dataset: ImageDataset) -> tuple[Partition, d
     partition = make_partition(
         dataset.train_labels, scheme=config.partition, num_clients=config.num_clients, alpha=config.alpha,
         seed=config.seed, samples_per_client=config.samples_per_client, dataset=config.dataset,
-        num_classes=dataset.num_classes,
+        num_classes=dataset.num_classes, validation=config.validation,
     )
     model_kwargs = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes, **config.model_kwargs}
     check_model_fits(config.model, config.model_kwargs, input_shape=list(dataset.input_shape), num_classes=dataset.num_classes)
@@ -427,7 +428,7 @@ def _test_evaluation(config: TrainConfig, dataset: ImageDataset, model_kwargs: d
     images (normalised per batch) and the evaluation model.
     """
     device = dataset.train_images.device
-    test_x, test_y = evaluation_tensors(dataset, "test", config.eval_examples, seed=config.seed)
+    test_x, test_y = evaluation_set(config, dataset)  # the validation split instead when config.validation > 0
     bn_idx = subset_indices(dataset.train_labels.numel(), 2048, derive_seed(config.seed, "batchnorm")).to(device)
     normalize = dataset.normalizer(device)
     evaluator = build_model(config.model, seed=0, **model_kwargs).to(device)
@@ -467,6 +468,7 @@ class _Hooks:
             "test_accuracy": result["accuracy"], "lr": info.lr, "model": "swa" if use_swa else "global",
             "swa_count": state.swa_count, "seconds": log.elapsed,
             "samples_per_s": log.samples_since_eval / max(now - log.time_at_last_eval, 1e-9),
+            **({"eval_split": "validation"} if self.config.validation else {}),  # absent: the test split
         })
         log.samples_since_eval, log.time_at_last_eval = 0, now
         _write_metrics(self.paths, log.metrics)
@@ -551,5 +553,6 @@ def _summary(
         "wall_seconds": wall, "rounds_per_second": config.rounds / wall if wall > 0 else None,
         "partition_hash": partition_hash, "final_checkpoint": str(paths.final), "seed": config.seed,
         "device_used": device_used,
+        **({"eval_split": "validation", "validation": config.validation} if config.validation else {}),
         "convergence": convergence_of(log.metrics, config.rounds).to_dict(),
     }
