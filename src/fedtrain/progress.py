@@ -48,6 +48,7 @@ class Progress:
         log: a log should show this event even between its regular lines.
         eta: seconds left, when the emitter knows better than a constant rate (a job whose units cost unequal
             time, e.g. a reproduction's training runs and analyses); ``None``: the printer extrapolates.
+        eta_note: what ``eta`` leaves out, shown beside it (``"without hessian, surface: not timed yet"``).
     """
 
     stage: str
@@ -58,6 +59,7 @@ class Progress:
     hint: str = ""
     log: bool = False
     eta: float | None = None
+    eta_note: str = ""
 
     def __post_init__(self) -> None:
         if self.done < 0 or self.total < 0:
@@ -195,7 +197,7 @@ class ProgressPrinter:
             parts.append(event.detail)
         parts.append(f"{rate:.2f} {event.unit}/s")
         parts.append(f"elapsed {format_duration(elapsed)}")
-        parts.append(f"ETA {format_duration(eta) if eta is not None else '?'}")
+        parts.append(f"ETA {format_duration(eta) if eta is not None else '?'}" + (f" ({event.eta_note})" if event.eta_note else ""))
         return "  ".join(parts)
 
     def _fit(self, head: str, text: str, detail: str) -> str:
@@ -224,7 +226,8 @@ class ProgressPrinter:
     def _estimate(event: Progress, elapsed: float, rate: float) -> str:
         projected = elapsed + event.eta if event.eta is not None else event.total / rate
         text = (f"{event.stage}: {event.total} {event.unit} planned; at {rate:.3g} {event.unit}/s about "
-                f"{format_duration(projected)} in all ({format_duration(projected - elapsed)} to go)")
+                f"{format_duration(projected)} in all ({format_duration(projected - elapsed)} to go"
+                f"{', ' + event.eta_note if event.eta_note else ''})")
         return text + (f". {event.hint}" if event.hint else "")
 
     def _line(self, text: str) -> None:

@@ -3,9 +3,12 @@
 A reproduction is a planned list of stages (training runs, Hessian analyses, surfaces, planes, figures)
 whose costs differ by orders of magnitude, so a constant rate over stages would mislead. The ETA here is
 per kind: a stage still to run is expected to take what the computed (not skipped) stages of its kind took
-on average, the running stage what its own progress so far projects, and a kind not yet seen the mean of
-the kinds seen. Events are one ``"reproduce"`` :class:`~fedtrain.progress.Progress` in ``"stages"``: the
-detail names the running stage, run k of n for training, and its own count (round, products, grid points).
+on average, and the running stage what its own progress so far projects. A kind not timed yet is left out of
+the ETA and the event says so (``eta_note``, e.g. "without hessian, surface, plane: not timed yet"): priced
+at the mean of the kinds seen, as before, the analyses of a reproduction were each priced as a training
+run, and the ETA before them was several times the real time. Events are one ``"reproduce"``
+:class:`~fedtrain.progress.Progress` in ``"stages"``: the detail names the running stage, run k of n for
+training, and its own count (round and training loss, products, grid points).
 """
 
 from __future__ import annotations
@@ -79,9 +82,10 @@ class StageRunner:
         self._step(event.done, event.total, f"{event.done}/{event.total} {event.unit}")
 
     def train_progress(self, event: dict[str, Any]) -> None:
-        """The running training stage's rounds (``fedtrain.run.train``'s dict events)."""
+        """The running training stage's rounds and training loss (``fedtrain.run.train``'s dict events)."""
         done, total = int(event["round"]), int(event["rounds"])
-        self._step(done, total, f"round {done}/{total}", first=done - 1)
+        loss = f", loss {float(event['train_loss']):.4f}" if event.get("train_loss") is not None else ""
+        self._step(done, total, f"round {done}/{total}{loss}", first=done - 1)
 
     def _step(self, done: int, total: int, detail: str, first: int | None = None) -> None:
         if self._inner is None:
@@ -104,12 +108,17 @@ class StageRunner:
             index = sum(1 for k in self.planned[: self.done] if k == kind) + 1
             text = f"{kind} {label} ({index}/{len(runs)})" + (f", {detail}" if detail else "")
         total = max(len(self.planned), self.done)
-        report(self.listener, Progress("reproduce", self.done, total, "stages", detail=text, eta=self._eta()))
+        eta, note = self._eta()
+        report(self.listener, Progress("reproduce", self.done, total, "stages", detail=text, eta=eta, eta_note=note))
 
-    def _eta(self) -> float | None:
-        """Seconds left: the running stage by its own progress, the rest by the mean of their kind (see the module docstring)."""
+    def _eta(self) -> tuple[float | None, str]:
+        """Seconds left and the kinds they leave out: the running stage by its own progress, the rest by the mean of their kind.
+
+        A kind with no timed stage yet (and no progress of its own while it runs) is left out and named in the
+        note; with nothing timed at all the ETA is unknown (``None``).
+        """
         means = {kind: sum(s) / len(s) for kind, s in self._seconds.items()}
-        seen = sum(means.values()) / len(means) if means else None
+        untimed: list[str] = []
         running = 0.0
         if self._current is not None:
             kind, _, start = self._current
@@ -118,12 +127,13 @@ class StageRunner:
             if fraction > 0:
                 means.setdefault(kind, elapsed / fraction)
                 running = elapsed / fraction - elapsed
-            elif means.get(kind, seen) is not None:
-                running = max(means.get(kind, seen) - elapsed, 0.0)  # type: ignore[operator]
+            elif kind in means:
+                running = max(means[kind] - elapsed, 0.0)
             else:
-                return None
+                untimed.append(kind)
         if not means:
-            return None
-        fallback = sum(means.values()) / len(means)
+            return None, ""
         pending = self.planned[self.done + (1 if self._current is not None else 0):]
-        return running + sum(means.get(kind, fallback) for kind in pending)
+        untimed += [kind for kind in dict.fromkeys(pending) if kind not in means and kind not in untimed]
+        note = f"without {', '.join(untimed)}: not timed yet" if untimed else ""
+        return running + sum(means[kind] for kind in pending if kind in means), note
