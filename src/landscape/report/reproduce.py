@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,7 @@ def reproduce(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) a reproduction into ``out`` and draw its figures.
 
@@ -141,6 +142,10 @@ def reproduce(
         progress: the whole job as one ``"reproduce"`` :class:`~fedtrain.progress.Progress` in ``"stages"`` (training
             runs, Hessians, surfaces, planes): the running stage, run k of n, its round / products / grid points,
             and an ETA from what each kind of stage took (:class:`~landscape.report.stages.StageRunner`).
+        train_overrides: training settings changed for every run on top of the preset's (``landscape reproduce
+            --swa-collect reference --client-sampling reference``); part of the plan, so a reproduction continues
+            only with the same ones. One that the preset's runs already have is dropped, so naming a default
+            does not change the plan.
 
     Returns:
         The record of this invocation, also appended to ``reproduce.json``: per stage what was done or
@@ -155,6 +160,7 @@ def reproduce(
         name, settings = preset, REPRODUCE_PRESETS[preset]
     else:
         name, settings = "custom", preset
+    settings = _with_overrides(settings, train_overrides or {})
     say = log or (lambda line: None)
     root = Path(out)
     plan = {"preset": name, "seeds": seeds, "settings": settings.to_dict()}
@@ -211,6 +217,15 @@ def reproduce(
     record["total_seconds"] = sum(s["seconds"] for s in record["stages"])
     write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
+
+
+def _with_overrides(settings: ReproduceSettings, overrides: Mapping[str, Any]) -> ReproduceSettings:
+    """``settings`` with the training ``overrides`` that change its runs (one equal to the preset's value would only change the plan)."""
+    base = preset_config(settings.train_preset, **settings.train_overrides)
+    changed = {key: value for key, value in overrides.items() if not hasattr(base, key) or getattr(base, key) != value}
+    if not changed:
+        return settings
+    return dataclasses.replace(settings, train_overrides={**settings.train_overrides, **changed})
 
 
 def _same_plan(saved: dict[str, Any], plan: dict[str, Any]) -> bool:
