@@ -11,13 +11,16 @@ Figures (PNG and PDF each):
 4. ``accuracy``: test accuracy versus round, the SWA start marked;
 5. ``plane_<name>``: the train-loss plane through three final models, each marked;
 6. ``results.md`` / ``results.csv``: accuracy, lambda_1, lambda_1/lambda_5, trace +- stderr per algorithm
-   and split, with the number of seeds and their spread (std over seeds) when more than one.
+   and split, with the number of seeds and their spread (std over seeds) when more than one, and each
+   group's convergence check (:mod:`fedtrain.convergence`; recomputed from ``metrics.jsonl`` for runs
+   whose summary predates it); the rows keep every seed's numbers for paired comparisons.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedtrain.config import TrainConfig
+from fedtrain.convergence import DEFAULT_WINDOW, Convergence, convergence_of
 from fedtrain.errors import ConfigError, DataFormatError
 from fedtrain.io import atomic_write_text
 from fedtrain.run_files import read_metrics, read_run_config, read_summary
@@ -81,6 +85,16 @@ class RunRecord:
     @property
     def seed(self) -> int:
         return self.config.seed
+
+    @property
+    def convergence(self) -> Convergence:
+        """The run's convergence check: ``summary.json``'s record, or recomputed from ``metrics.jsonl`` for older runs."""
+        recorded = self.summary.get("convergence")
+        try:
+            return Convergence.from_dict(recorded)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            # absent (a run from before the check) or damaged: metrics.jsonl holds everything it is made of
+            return convergence_of(self.metrics, self.config.rounds)
 
 
 def _is_run(folder: Path) -> bool:
@@ -157,11 +171,34 @@ def _mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | 
     return float(np.mean(finite)), (float(np.std(finite, ddof=1)) if len(finite) > 1 else None)
 
 
+def _per_seed(group: Sequence[RunRecord]) -> dict[str, dict[int, Any]]:
+    """Each run's own numbers by seed, so that claims can pair two methods seed by seed."""
+    checks = {r.seed: r.convergence for r in group}
+    return {
+        "accuracy": {r.seed: r.summary.get("last_k_mean_accuracy") for r in group},
+        "lambda_1": {r.seed: (r.hessian or {}).get("eigenvalues", [None])[0] for r in group},
+        "ratio": {r.seed: (r.hessian or {}).get("ratio") for r in group},
+        "trace": {r.seed: ((r.hessian or {}).get("trace") or {}).get("estimate") for r in group},
+        "gain": {seed: c.gain for seed, c in checks.items()},
+        "gain_stderr": {seed: c.gain_stderr for seed, c in checks.items()},
+        "converged": {seed: c.converged for seed, c in checks.items()},
+    }
+
+
+def _all_converged(flags: Sequence[bool | None]) -> bool | None:
+    """False if any seed failed the check, True if every seed passed it, else None (too few evaluations to tell)."""
+    return False if False in flags else None if None in flags else True
+
+
 def results_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """One row per (split, algorithm): means over seeds and, with several seeds, their standard deviation.
 
     ``accuracy`` is each run's mean test accuracy over its last evaluations (the paper's metric);
     ``trace_stderr`` is the estimator's standard error for one seed, the spread over seeds otherwise.
+    ``per_seed`` keeps every run's numbers by seed (accuracy, lambda_1, ratio, trace and its convergence
+    check's ``gain``, ``gain_stderr``, ``converged``) for paired comparisons; ``converged`` is the group's
+    worst case (False if any seed's run was still rising) and ``gain`` the largest gain over its seeds, in
+    points over the last part of training (:mod:`fedtrain.convergence`).
     """
     rows = []
     for (split, algorithm), group in _groups(records).items():
@@ -172,6 +209,7 @@ def results_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         trace = _mean_spread([t.get("estimate") for t in traces])
         trace_err = trace[1] if len(group) > 1 else (traces[0].get("stderr") if traces else None)
         top_k = len((group[0].hessian or {}).get("eigenvalues", [])) or None
+        per_seed = _per_seed(group)
         rows.append({
             "split": split, "algorithm": algorithm, "seeds": len(group),
             "accuracy": accuracy[0], "accuracy_std": accuracy[1],
@@ -179,6 +217,10 @@ def results_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "top_k": top_k, "ratio": ratio[0], "ratio_std": ratio[1],
             "trace": trace[0], "trace_stderr": trace_err,
             "last_k": group[0].summary.get("last_k"),
+            "converged": _all_converged(list(per_seed["converged"].values())),
+            "gain": max((g for g in per_seed["gain"].values() if g is not None), default=None),
+            "convergence_window": group[0].convergence.window,
+            "per_seed": per_seed,
         })
     return sorted(rows, key=lambda r: (r["split"], _order(r["algorithm"])))
 
@@ -191,27 +233,38 @@ def _fmt(value: float | None, spread: float | None = None, digits: int = 3, pct:
     return text if spread is None else f"{text} ± {spread * scale:.{1 if pct else digits}f}"
 
 
+def _gain_cell(row: dict[str, Any]) -> str:
+    if row.get("gain") is None:
+        return "n/a"
+    verdict = {True: "converged", False: "still rising", None: "too few evaluations"}[row.get("converged")]
+    return f"{row['gain']:+.1f} points ({verdict})"
+
+
 def write_results_table(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``results.md`` (human) and ``results.csv`` (machine) in ``out_dir``."""
     k = next((r["top_k"] for r in rows if r["top_k"]), 5)
+    window = next((r["convergence_window"] for r in rows if r.get("convergence_window")), DEFAULT_WINDOW)
     lines = [
-        f"| split | algorithm | seeds | test accuracy (%) | λ_1 | λ_1/λ_{k} | trace ± stderr |",
-        "|---|---|---|---|---|---|---|",
+        f"| split | algorithm | seeds | test accuracy (%) | λ_1 | λ_1/λ_{k} | trace ± stderr | accuracy gain, last {window:.0%} of rounds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['split']} | {r['algorithm']} | {r['seeds']} | {_fmt(r['accuracy'], r['accuracy_std'], pct=True)} | "
             f"{_fmt(r['lambda_1'], r['lambda_1_std'])} | {_fmt(r['ratio'], r['ratio_std'], 2)} | "
-            f"{_fmt(r['trace'], r['trace_stderr'], 1)} |"
+            f"{_fmt(r['trace'], r['trace_stderr'], 1)} | {_gain_cell(r)} |"
         )
     note = ("\nAccuracy: mean test accuracy over each run's last evaluations; with several seeds, ± is the standard "
-            "deviation over seeds, otherwise the trace's ± is the Hutch++ standard error.\n")
+            "deviation over seeds, otherwise the trace's ± is the Hutch++ standard error. Accuracy gain: the fitted "
+            "rise of test accuracy over the last rounds (fedtrain.convergence), the largest over the seeds; "
+            "'still rising' when it reaches the threshold.\n")
     md, csv_path = out_dir / "results.md", out_dir / "results.csv"
     atomic_write_text(md, "\n".join(lines) + "\n" + note)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["split"])
     writer.writeheader()
-    writer.writerows(rows)
+    # per-seed values as JSON in one cell, so the CSV stays one row per (split, algorithm)
+    writer.writerows([{key: json.dumps(value) if isinstance(value, dict) else value for key, value in row.items()} for row in rows])
     atomic_write_text(csv_path, buffer.getvalue())
     return [md, csv_path]
 
