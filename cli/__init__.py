@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "flatness": ("flatness", "flatness", "Every flatness measure of finished runs' models and which one explains accuracy."),
     "figures": ("figures", "figures", "Assemble paper-style figures and tables from finished runs."),
     "reproduce": ("reproduce", "reproduce", "Run the paper's sharp-versus-flat comparison end to end."),
+    "sweep": ("sweep", "sweep", "Tune rho (and eta, lr) with short seeded runs scored on a validation split."),
     "info": ("info", "info", "What a checkpoint, run, surface, Hessian report or reproduction is, and whether it is complete."),
 }
 

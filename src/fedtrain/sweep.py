@@ -1,0 +1,399 @@
+"""Tuning sweeps: a grid of short seeded training runs scored on a validation split (never the test split), resumable, with the best setting.
+
+A sweep trains one ordinary run per (grid point, seed) under ``OUT/runs/<point>-seed<s>/`` from one base
+:class:`~fedtrain.config.TrainConfig` that holds out a validation split (``validation > 0``,
+:mod:`fedtrain.holdout`), so every accuracy it compares is measured on training examples no client trained
+on, and the test split is never read. A grid point is an algorithm with a radius ``rho`` (FedSAM, FedASAM),
+an ``eta`` (FedASAM only) and a client learning rate ``lr``; FedAvg, which has neither, is one point per lr.
+
+Score of a run: the mean of its last ``last_k`` evaluations (``summary.json``'s ``last_k_mean_accuracy``).
+Score of a point: the mean over its seeds, with the standard deviation (``ddof=1``) and the standard error.
+:data:`SELECTION_RULE` picks the best point of each algorithm and of the whole sweep.
+
+Files (``OUT/``): ``plan.json`` (the base settings and every run planned so far), ``sweep.json`` (the
+settings, every run's score, every point's mean and spread, the best points), ``sweep.md`` (the table), and,
+drawn by :mod:`landscape.plots.sweep`, ``sweep.png``/``sweep.pdf``.
+
+Rerunning a sweep into the same ``OUT`` skips the finished runs, resumes the interrupted one from its last
+checkpoint (bit-identical, :func:`fedtrain.run.train`) and trains the missing ones. A grid with other points
+or seeds *extends* the sweep (its runs join the planned ones, and the files report all of them); other base
+settings (rounds, validation size, preset values...) are refused, since the runs would not be comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedtrain.config import ALGORITHMS, TrainConfig, check_seed, shown_value
+from fedtrain.errors import ConfigError
+from fedtrain.io import atomic_write_text, read_json, write_json
+from fedtrain.lock import holds_lock
+from fedtrain.outpaths import inside, safe_name
+from fedtrain.progress import Progress, ProgressCallback, report
+from fedtrain.data import load_dataset
+from fedtrain.run import RunPaths, run_inputs, train
+from fedtrain.run_files import read_summary
+
+__all__ = ["SWEEP_FORMAT", "SELECTION_RULE", "SweepPoint", "SweepGrid", "sweep", "summarise", "best_points", "sweep_table"]
+
+SWEEP_FORMAT = "fedlandscape.sweep"
+PLAN_FORMAT = "fedlandscape.sweep-plan"
+SELECTION_RULE = ("the highest mean validation accuracy over seeds (each run scored by the mean of its last k "
+                  "evaluations); exact ties go to the smaller rho (the milder perturbation), then the smaller eta, "
+                  "then the smaller lr")
+# Settings a grid point sets per run, and settings that say where or how a run computes, not what it computes
+# (as fedtrain.run lets a resume change them): neither is part of a sweep's base.
+_POINT_FIELDS = ("algorithm", "rho", "eta", "lr", "seed")
+_HOW_FIELDS = ("data_dir", "device", "deterministic", "cohort", "cohort_chunk", "cohort_compile")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One setting of the grid: an algorithm with its radius, ASAM offset and client learning rate.
+
+    ``rho`` is ``None`` for FedAvg (no perturbation) and ``eta`` is ``None`` except for FedASAM.
+    """
+
+    algorithm: str
+    rho: float | None
+    eta: float | None
+    lr: float
+
+    @property
+    def name(self) -> str:
+        """The folder stem of its runs, e.g. ``fedasam_rho0.5_eta0.2_lr0.05`` (``repr`` of each float: distinct values, distinct names)."""
+        parts = [self.algorithm]
+        parts += [f"rho{self.rho!r}"] if self.rho is not None else []
+        parts += [f"eta{self.eta!r}"] if self.eta is not None else []
+        return safe_name("_".join([*parts, f"lr{self.lr!r}"]))
+
+    @property
+    def label(self) -> str:
+        """A reader's label: ``fedsam rho=0.05 lr=0.05``."""
+        values = [f"{k}={v:g}" for k, v in (("rho", self.rho), ("eta", self.eta), ("lr", self.lr)) if v is not None]
+        return " ".join([self.algorithm, *values])
+
+    def config(self, base: TrainConfig, seed: int) -> TrainConfig:
+        """``base`` with this point's settings and ``seed``."""
+        changes: dict[str, Any] = {"algorithm": self.algorithm, "lr": self.lr, "seed": seed}
+        if self.rho is not None:
+            changes["rho"] = self.rho
+        if self.eta is not None:
+            changes["eta"] = self.eta
+        return base.replace(**changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"algorithm", "rho", "eta", "lr"}``."""
+        return {"algorithm": self.algorithm, "rho": self.rho, "eta": self.eta, "lr": self.lr}
+
+
+def _finite(values: Sequence[Any], name: str, *, positive: bool = False) -> tuple[float, ...]:
+    words = "> 0" if positive else ">= 0"
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ConfigError(f"The sweep's {name} list (--{name}) is empty: give at least one value, e.g. --{name} 0.05,0.1.")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise ConfigError(f"Every {name} of the sweep (--{name}) must be a finite number {words}, got {shown_value(v)} "
+                              f"in {shown_value(list(values))}.")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"The sweep's {name} list (--{name}) repeats a value: {shown_value(list(values))}. List each once.")
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The settings a sweep tries: every algorithm x rho x eta x lr x seed that applies (see :meth:`points`).
+
+    Attributes:
+        algorithms: the algorithms compared (``fedavg``, ``fedsam``, ``fedasam``).
+        rhos: the radii of FedSAM and FedASAM (not used by FedAvg; required when either is swept).
+        etas: the ASAM offsets of FedASAM (empty: the base config's eta); only with ``fedasam``.
+        lrs: the client learning rates (empty: the base config's lr).
+        seeds: the seeds of every point (each a full run; partition and validation split follow the seed).
+    """
+
+    algorithms: tuple[str, ...]
+    rhos: tuple[float, ...] = ()
+    etas: tuple[float, ...] = ()
+    lrs: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ConfigError(f"The sweep needs at least one algorithm (--algorithm), one of {', '.join(ALGORITHMS)}.")
+        unknown = [a for a in self.algorithms if a not in ("fedavg", "fedsam", "fedasam")]
+        if unknown or len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError(f"The sweep's algorithms (--algorithm) must be distinct names among fedavg, fedsam, fedasam, "
+                              f"got {shown_value(list(self.algorithms))}.")
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        perturbed = any(a in ("fedsam", "fedasam") for a in self.algorithms)
+        if perturbed:
+            object.__setattr__(self, "rhos", _finite(self.rhos, "rho"))
+        elif self.rhos:
+            raise ConfigError("--rho is the radius of FedSAM/FedASAM; a sweep of FedAvg alone has none. Add --algorithm fedsam or fedasam, or drop --rho.")
+        if self.etas:
+            if "fedasam" not in self.algorithms:
+                raise ConfigError("--eta is FedASAM's offset; add --algorithm fedasam, or drop --eta.")
+            object.__setattr__(self, "etas", _finite(self.etas, "eta"))
+        if self.lrs:
+            object.__setattr__(self, "lrs", _finite(self.lrs, "lr", positive=True))
+        if not isinstance(self.seeds, (list, tuple)) or not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"The sweep's seeds must be a non-empty list of distinct seeds, got {shown_value(self.seeds)}.")
+        object.__setattr__(self, "seeds", tuple(check_seed(s) for s in self.seeds))
+
+    def points(self, base: TrainConfig) -> list[SweepPoint]:
+        """The grid points in order: per algorithm, per lr, per eta (FedASAM), per rho."""
+        points = []
+        for algorithm in self.algorithms:
+            for lr in self.lrs or (base.lr,):
+                if algorithm == "fedavg":
+                    points.append(SweepPoint("fedavg", None, None, lr))
+                    continue
+                for eta in (self.etas or (base.eta,)) if algorithm == "fedasam" else (None,):
+                    points.extend(SweepPoint(algorithm, rho, eta, lr) for rho in self.rhos)
+        return points
+
+
+def _base_record(base: TrainConfig) -> dict[str, Any]:
+    """What every run of a sweep shares: the base settings without the point's own ones and without where it computes."""
+    return {k: v for k, v in base.to_dict().items() if k not in _POINT_FIELDS + _HOW_FIELDS}
+
+
+def _run_key(point: SweepPoint, seed: int) -> str:
+    return f"{point.name}-seed{seed}"
+
+
+def _plan(out: Path, base: TrainConfig, runs: list[tuple[SweepPoint, int]]) -> list[tuple[SweepPoint, int]]:
+    """Every run of the sweep in ``out``: the saved plan's runs, then the new ones; ``plan.json`` rewritten.
+
+    Raises:
+        ConfigError: ``out`` holds a sweep with other base settings, or a plan that is not a sweep's.
+    """
+    plan_file = out / "plan.json"
+    planned: list[tuple[SweepPoint, int]] = []
+    if plan_file.is_file():
+        saved = read_json(plan_file, kind="sweep plan (plan.json)")
+        try:
+            if saved.get("format") != PLAN_FORMAT:
+                raise KeyError("format")
+            old_base = TrainConfig.from_dict({**saved["base"], "algorithm": "fedavg"})
+            planned = [(SweepPoint(r["algorithm"], r["rho"], r["eta"], float(r["lr"])), int(r["seed"])) for r in saved["runs"]]
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
+            raise ConfigError(f"{plan_file} is not the plan of a sweep ({type(err).__name__}: {err}). Use another --out, "
+                              "or delete that file if the folder holds no sweep of yours.") from None
+        new, old = _base_record(base), _base_record(old_base)
+        changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
+        if changed:
+            raise ConfigError(f"{out} holds a sweep with other base settings ({'; '.join(changed)}), whose runs would not be "
+                              "comparable with these. Use another --out, or the same settings to continue it; only the grid "
+                              "(algorithms, rho, eta, lr, seeds) may change, and a new grid extends the sweep.")
+    keys = {_run_key(p, s) for p, s in planned}
+    planned += [(p, s) for p, s in runs if _run_key(p, s) not in keys]
+    write_json(plan_file, {"format": PLAN_FORMAT, "format_version": 1, "base": _base_record(base),
+                           "runs": [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}"} for p, s in planned]})
+    return planned
+
+
+class _SweepProgress:
+    """The whole sweep as one ``"sweep"`` progress stage in runs, its detail the running run's round and loss.
+
+    ETA: every run has the same rounds, so seconds left = rounds left (the running run's and the runs still to
+    train) x the seconds per round trained so far in this session.
+    """
+
+    def __init__(self, total: int, rounds: int, listener: ProgressCallback | None, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total, self.rounds, self.listener, self.clock = total, rounds, listener, clock
+        self.done = 0
+        self.to_train = 0  # runs not yet started, the running one excluded
+        self.trained_rounds = 0
+        self.seconds = 0.0
+        self._run: tuple[int, str, float, int] | None = None  # index, label, start, first round of this session
+
+    def start(self, index: int, label: str, to_train: int) -> None:
+        self._run, self.to_train = (index, label, self.clock(), 0), to_train
+        self._report(f"run {index}/{self.total} {label}")
+
+    def train_event(self, event: dict[str, Any]) -> None:
+        index, label, start, first = self._run  # type: ignore[misc]
+        done = int(event["round"])
+        if first == 0:
+            first = done - 1
+            self._run = (index, label, start, first)
+        rate = (self.clock() - start + self.seconds) / max(done - first + self.trained_rounds, 1)
+        eta = rate * (self.rounds - done + self.to_train * self.rounds)
+        self._report(f"run {index}/{self.total} {label}, round {done}/{event['rounds']}, loss {event['train_loss']:.4f}", eta)
+
+    def finish(self, trained: bool, rounds: int) -> None:
+        if trained and self._run is not None:
+            self.seconds += self.clock() - self._run[2]
+            self.trained_rounds += rounds
+        self._run = None
+        self.done += 1
+        self._report("")
+
+    def _report(self, detail: str, eta: float | None = None) -> None:
+        report(self.listener, Progress("sweep", self.done, self.total, "runs", detail=detail, eta=eta))
+
+
+def _score(folder: Path) -> dict[str, Any]:
+    """A finished run's score and its evidence, from its ``summary.json``.
+
+    Raises:
+        ConfigError: the run was not evaluated on a validation split (a foreign run in the sweep's folder).
+    """
+    summary = read_summary(RunPaths(folder).summary)
+    if summary.get("eval_split") != "validation":
+        raise ConfigError(f"{folder} was evaluated on the test split, not on a validation split: a sweep never compares "
+                          "test accuracies. Move that folder out of the sweep's runs/ and rerun.")
+    return {"accuracy": summary["last_k_mean_accuracy"], "last_k": summary["last_k"],
+            "final_accuracy": summary["final_accuracy"], "best_accuracy": summary["best_accuracy"],
+            "wall_seconds": summary.get("wall_seconds")}
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per point (in order of first appearance): the seeds' scores, their mean, standard deviation and standard error.
+
+    ``runs`` are the per-run records (``algorithm``, ``rho``, ``eta``, ``lr``, ``seed``, ``accuracy``).
+    ``std`` uses ``ddof=1`` and is ``None`` with one seed, as is ``stderr = std / sqrt(n)``.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["algorithm"], run["rho"], run["eta"], run["lr"]), []).append(run)
+    points = []
+    for (algorithm, rho, eta, lr), members in groups.items():
+        scores = [float(m["accuracy"]) for m in members]
+        std = statistics.stdev(scores) if len(scores) > 1 else None
+        points.append({"algorithm": algorithm, "rho": rho, "eta": eta, "lr": lr, "seeds": [m["seed"] for m in members],
+                       "accuracies": scores, "n": len(scores), "mean": statistics.fmean(scores), "std": std,
+                       "stderr": None if std is None else std / math.sqrt(len(scores))})
+    return points
+
+
+def best_points(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The best point overall and per algorithm, by :data:`SELECTION_RULE`: ``{"overall": point, "per_algorithm": {name: point}}``."""
+    def key(p: Mapping[str, Any]) -> tuple:
+        return (p["mean"], -(p["rho"] or 0.0), -(p["eta"] or 0.0), -p["lr"])
+
+    per = {}
+    for p in points:
+        if p["algorithm"] not in per or key(p) > key(per[p["algorithm"]]):
+            per[p["algorithm"]] = p
+    return {"overall": max(points, key=key) if points else None, "per_algorithm": per}
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}"
+
+
+def sweep_table(record: Mapping[str, Any]) -> str:
+    """``sweep.md``: the settings, the table of every point (best of each algorithm in bold) and the selection rule."""
+    s = record["settings"]
+    chosen = {(p["algorithm"], p["rho"], p["eta"], p["lr"]) for p in record["best"]["per_algorithm"].values()}
+    lines = [
+        f"# Sweep: validation accuracy ({s['dataset']}, {s['rounds']} rounds, {s['validation']} held-out training examples; "
+        "the test split is never read)",
+        "",
+        f"Score of a run: the mean of its last {s['last_k']} evaluations on the validation split; of a point: the mean over "
+        "its seeds ± the standard deviation over seeds (n = number of seeds).",
+        "",
+        "| algorithm | rho | eta | lr | n | validation accuracy (%) | ± std | per seed (%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in record["points"]:
+        mark = "**" if (p["algorithm"], p["rho"], p["eta"], p["lr"]) in chosen else ""
+        per_seed = ", ".join(f"{100 * a:.2f}" for a in p["accuracies"])
+        rho, eta = ("-" if v is None else f"{v:g}" for v in (p["rho"], p["eta"]))
+        lines.append(f"| {p['algorithm']} | {rho} | {eta} | {p['lr']:g} | {p['n']} | {mark}{_cell(p['mean'])}{mark} | "
+                     f"{_cell(p['std'])} | {per_seed} |")
+    lines += ["", f"Best (bold): {SELECTION_RULE}."]
+    for name, p in record["best"]["per_algorithm"].items():
+        spread = "" if p["std"] is None else f" ± {100 * p['std']:.2f}"
+        lines.append(f"* {name}: {_label(p)}: {100 * p['mean']:.2f}{spread} % over {p['n']} seed(s)")
+    return "\n".join(lines) + "\n"
+
+
+def _label(point: Mapping[str, Any]) -> str:
+    return SweepPoint(point["algorithm"], point["rho"], point["eta"], point["lr"]).label
+
+
+@holds_lock("out")  # one sweep per folder; its runs take their own locks inside it
+def sweep(
+    base: TrainConfig,
+    grid: SweepGrid,
+    out: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train every run of the grid (skipping finished ones, resuming interrupted ones), score them on the validation split, pick the best.
+
+    Args:
+        base: the settings every run shares (preset, rounds, data, ``validation > 0``); each run takes the
+            point's algorithm, rho, eta, lr and its seed from the grid.
+        grid: the points and seeds.
+        out: the sweep folder (``plan.json``, ``sweep.json``, ``sweep.md``, ``runs/``).
+        threads: torch CPU threads of every run (``None``: torch's choice, or a resumed run's recorded count).
+        progress: the sweep's progress (:class:`~fedtrain.progress.Progress` events, stage ``"sweep"``).
+        log: called with one line per run started, skipped or finished.
+
+    Returns:
+        The record written to ``sweep.json``: ``settings``, ``selection_rule``, ``runs``, ``points``, ``best``.
+
+    Raises:
+        ConfigError: a base without a validation split, a folder holding another sweep or a foreign run, bad settings.
+        DirectoryBusyError: another process writes ``out``.
+    """
+    if base.validation <= 0:
+        raise ConfigError("A sweep tunes on a validation split carved from the training data: pass --validation N "
+                          "(training examples held out; e.g. 5000 of Fashion-MNIST's 60,000). Tuning on the test split "
+                          "would leave no unbiased test accuracy.")
+    say = log or (lambda line: None)
+    root = Path(out)
+    points = grid.points(base)
+    # Before anything is written: every run's settings are valid, and every seed's partition fits what the
+    # validation split leaves (the partition depends on the seed, not on the point).
+    dataset = load_dataset(base.dataset, base.data_dir, test=False)
+    for point in points:
+        point.config(base, grid.seeds[0])
+    for seed in grid.seeds:
+        run_inputs(base.replace(seed=seed), dataset)
+    del dataset
+    planned = _plan(root, base, [(p, s) for p in points for s in grid.seeds])
+    folders = [inside(root, "runs", _run_key(p, s)) for p, s in planned]
+    finished = [RunPaths(f).summary.is_file() for f in folders]
+    meter = _SweepProgress(len(planned), base.rounds, progress)
+    for index, ((point, seed), folder, done) in enumerate(zip(planned, folders, finished), 1):
+        label = f"{point.label} seed {seed}"
+        if done:
+            say(f"[sweep] run {index}/{len(planned)} {label}: done already, skipped")
+            meter.finish(False, 0)
+            continue
+        resumed = RunPaths(folder).config.is_file()
+        say(f"[sweep] run {index}/{len(planned)} {label}{' (resumed)' if resumed else ''} ...")
+        meter.start(index, label, sum(1 for d in finished[index:] if not d))
+        before = time.perf_counter()
+        summary = train(point.config(base, seed), folder, resume=resumed, threads=threads, progress=meter.train_event)
+        meter.finish(True, base.rounds)
+        say(f"[sweep] run {index}/{len(planned)} {label}: validation accuracy {100 * summary['last_k_mean_accuracy']:.2f}% "
+            f"(mean of the last {summary['last_k']} evaluations), {time.perf_counter() - before:.1f} s")
+    runs = [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}", **_score(f)} for (p, s), f in zip(planned, folders)]
+    summary_points = summarise(runs)
+    record = {
+        "format": SWEEP_FORMAT, "format_version": 1,
+        "settings": {**_base_record(base), "eval_split": "validation"},
+        "selection_rule": SELECTION_RULE,
+        "runs": runs,
+        "points": summary_points,
+        "best": best_points(summary_points),
+    }
+    write_json(root / "sweep.json", record)
+    atomic_write_text(root / "sweep.md", sweep_table(record))
+    return record

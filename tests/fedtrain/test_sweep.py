@@ -1,0 +1,165 @@
+"""sweep(): picks the best validation setting, never reads the test split, keeps validation examples from the clients, resumes, refuses bad grids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fedtrain.config import TrainConfig
+from fedtrain.errors import ConfigError
+from fedtrain.holdout import holdout_indices
+from fedtrain.io import read_json
+from fedtrain.run_files import read_summary
+from fedtrain.sweep import SweepGrid, SweepPoint, best_points, summarise, sweep
+from tests.conftest import write_learnable_mnist_like
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine. Restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def base(**changes) -> TrainConfig:
+    values = dict(dataset="synthetic", model="mlp", model_kwargs={"hidden": [16]}, partition="iid", num_clients=4,
+                  samples_per_client=100, clients_per_round=2, rounds=4, batch_size=25, lr=0.1, eval_every=2, last_k=2,
+                  validation=300, device="cpu")
+    return TrainConfig(**{**values, **changes})
+
+
+def scores(record) -> list:
+    """Everything a sweep measured, without the machine's timings."""
+    return [{k: v for k, v in run.items() if k != "wall_seconds"} for run in record["runs"]], record["points"], record["best"]
+
+
+def test_the_best_point_has_the_highest_mean_validation_accuracy_of_its_runs(tmp_path):
+    grid = SweepGrid(algorithms=("fedsam",), rhos=(0.05,), lrs=(1e-4, 0.1), seeds=(0, 1))
+    record = sweep(base(), grid, tmp_path / "s")
+    by_lr = {}
+    for run in record["runs"]:  # each run's score is its own summary's mean of the last k validation evaluations
+        summary = read_summary(tmp_path / "s" / run["folder"] / "summary.json")
+        assert summary["eval_split"] == "validation" and run["accuracy"] == summary["last_k_mean_accuracy"]
+        by_lr.setdefault(run["lr"], []).append(run["accuracy"])
+    means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
+    best = record["best"]["per_algorithm"]["fedsam"]
+    assert best["lr"] == max(means, key=means.get) == 0.1  # lr 1e-4 barely moves in 4 rounds
+    assert best["mean"] == pytest.approx(means[0.1]) and best["n"] == 2
+    assert record["best"]["overall"] == best
+    assert (tmp_path / "s" / "sweep.md").read_text().count("**") == 2  # the best point in bold, once
+    assert read_json(tmp_path / "s" / "sweep.json") == json.loads(json.dumps(record))
+
+
+def test_spread_over_seeds_and_the_tie_rule():
+    runs = [{"algorithm": "fedsam", "rho": rho, "eta": None, "lr": 0.1, "seed": s, "accuracy": a}
+            for rho, s, a in ((0.2, 0, 0.5), (0.2, 1, 0.7), (0.1, 0, 0.6), (0.1, 1, 0.6), (0.3, 0, 0.1))]
+    points = summarise(runs)
+    assert [p["rho"] for p in points] == [0.2, 0.1, 0.3]
+    assert points[0]["mean"] == pytest.approx(0.6) and points[0]["std"] == pytest.approx(0.02 ** 0.5)  # ddof=1
+    assert points[0]["stderr"] == pytest.approx(points[0]["std"] / 2 ** 0.5)
+    assert points[2]["std"] is None and points[2]["stderr"] is None  # one seed: no spread claimed
+    assert best_points(points)["per_algorithm"]["fedsam"]["rho"] == 0.1  # 0.6 == 0.6: the smaller rho
+
+
+def test_the_grid_makes_one_point_per_setting_that_applies():
+    points = SweepGrid(algorithms=("fedavg", "fedsam", "fedasam"), rhos=(0.1, 0.5), etas=(0.0, 0.2)).points(base())
+    assert points[0] == SweepPoint("fedavg", None, None, 0.1)
+    assert [p.rho for p in points if p.algorithm == "fedsam"] == [0.1, 0.5]
+    assert {(p.rho, p.eta) for p in points if p.algorithm == "fedasam"} == {(0.1, 0.0), (0.5, 0.0), (0.1, 0.2), (0.5, 0.2)}
+    assert len({p.name for p in points}) == len(points)
+    assert SweepPoint("fedasam", 0.5, 0.2, 0.05).config(base(), 3).to_dict() == {
+        **base().to_dict(), "algorithm": "fedasam", "rho": 0.5, "eta": 0.2, "lr": 0.05, "seed": 3}
+
+
+def _idx_base(data_dir) -> TrainConfig:
+    return base(dataset="mnist", data_dir=str(data_dir), validation=100, samples_per_client=60, clients_per_round=2)
+
+
+def test_the_sweep_never_reads_the_test_split(tmp_path):
+    write_learnable_mnist_like(tmp_path / "clean", num_train=400, num_test=100)
+    write_learnable_mnist_like(tmp_path / "poisoned", num_train=400, num_test=100)
+    poisoned = tmp_path / "poisoned"
+    # other labels in a well-formed file, then garbage: a sweep that read either would change or fail
+    (poisoned / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 100]) + bytes((7 * i) % 10 for i in range(100)))
+    (poisoned / "t10k-images-idx3-ubyte").write_bytes(b"not an IDX file at all")
+    grid = SweepGrid(algorithms=("fedavg", "fedsam"), rhos=(0.05, 0.5), seeds=(0,))
+    clean = sweep(_idx_base(tmp_path / "clean"), grid, tmp_path / "a")
+    dirty = sweep(_idx_base(poisoned), grid, tmp_path / "b")
+    assert scores(clean) == scores(dirty)
+    (poisoned / "t10k-labels-idx1-ubyte").unlink()
+    (poisoned / "t10k-images-idx3-ubyte").unlink()
+    assert scores(sweep(_idx_base(poisoned), grid, tmp_path / "c")) == scores(clean)  # no test files at all
+
+
+def test_no_client_of_any_run_holds_a_validation_example(tmp_path):
+    record = sweep(base(partition="dirichlet", alpha=0.5), SweepGrid(algorithms=("fedsam",), rhos=(0.1,), seeds=(0, 1)), tmp_path)
+    for run in record["runs"]:
+        folder = tmp_path / run["folder"]
+        held = set(holdout_indices(1200, 300, seed=run["seed"]).tolist())
+        for client in read_json(folder / "partition.json")["clients"]:
+            assert not held & set(client["indices"])
+        assert all(json.loads(line)["eval_split"] == "validation" for line in (folder / "metrics.jsonl").read_text().splitlines())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_sweep_continues_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path):
+    grid = SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5), seeds=(0,))
+
+    def stop_in_the_second_run(event):
+        if "run 2/2" in event.detail and "round 3/" in event.detail:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        sweep(base(), grid, tmp_path / "cut", progress=stop_in_the_second_run)
+    first = tmp_path / "cut" / "runs" / "fedsam_rho0.05_lr0.1-seed0" / "summary.json"
+    stamp = first.stat().st_mtime_ns
+    lines = []
+    resumed = sweep(base(), grid, tmp_path / "cut", log=lines.append)
+    assert first.stat().st_mtime_ns == stamp  # the finished run was not touched
+    assert any("run 1/2" in line and "skipped" in line for line in lines)
+    assert any("run 2/2" in line and "(resumed)" in line for line in lines)
+    assert scores(resumed) == scores(sweep(base(), grid, tmp_path / "whole"))
+
+
+def test_a_new_grid_extends_the_sweep_and_other_base_settings_are_refused(tmp_path):
+    sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.05,)), tmp_path)
+    lines = []
+    record = sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.5,)), tmp_path, log=lines.append)
+    assert [p["rho"] for p in record["points"]] == [0.05, 0.5]
+    assert sum("skipped" in line for line in lines) == 1
+    with pytest.raises(ConfigError, match=r"holds a sweep with other base settings \(rounds: 4 then, 6 now\).*Use another --out"):
+        sweep(base(rounds=6), SweepGrid(algorithms=("fedsam",), rhos=(0.05,)), tmp_path)
+
+
+@pytest.mark.parametrize("grid, match", [
+    (dict(algorithms=("fedsam",), rhos=(-0.1, 0.1)), r"Every rho of the sweep \(--rho\) must be a finite number >= 0, got -0.1"),
+    (dict(algorithms=("fedsam",), rhos=()), r"The sweep's rho list \(--rho\) is empty"),
+    (dict(algorithms=("fedsam",), rhos=(0.1, 0.1)), r"repeats a value"),
+    (dict(algorithms=("fedsam",), rhos=(float("nan"),)), r"must be a finite number"),
+    (dict(algorithms=("fedsam",), rhos=(0.1,), lrs=(0.0,)), r"Every lr of the sweep \(--lr\) must be a finite number > 0"),
+    (dict(algorithms=("fedsam",), rhos=(0.1,), etas=(0.2,)), r"--eta is FedASAM's offset"),
+    (dict(algorithms=("fedavg",), rhos=(0.1,)), r"a sweep of FedAvg alone has none"),
+    (dict(algorithms=()), r"at least one algorithm"),
+    (dict(algorithms=("sgd",), rhos=(0.1,)), r"must be distinct names among fedavg, fedsam, fedasam"),
+])
+def test_bad_grids_are_refused_in_one_paragraph(grid, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        SweepGrid(**grid)
+    assert "\n" not in str(err.value)
+
+
+def test_a_sweep_without_a_validation_split_or_with_one_too_large_is_refused_before_writing(tmp_path):
+    grid = SweepGrid(algorithms=("fedsam",), rhos=(0.1,))
+    with pytest.raises(ConfigError, match=r"pass --validation N"):
+        sweep(base(validation=0), grid, tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"With 1000 of the 1200 training examples held out for validation \(--validation\), "
+                                          r"200 are left for the clients, and they do not fit"):
+        sweep(base(validation=1000), grid, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
