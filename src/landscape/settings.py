@@ -107,6 +107,10 @@ class HessianSettings:
         backend: ``fedlandscape`` or ``pyhessian`` (PyHessian 0.1 on the same inputs, for cross-checks).
         device: where the model, the data subset and the vectors live: ``auto`` (CUDA when available),
             ``cpu``, ``cuda`` or ``cuda:N`` (resolved by :func:`fedtrain.device.resolve_device`).
+        subsets: analyse this many disjoint seeded subsets of ``num_examples`` samples each and report the
+            across-subset mean and standard error of lambda_1..k and the trace (1: the one subset of before;
+            see :mod:`landscape.hessian.subsets`). Left out of ``to_dict()`` while 1, so plans and reports
+            written before it existed read the same.
     """
 
     split: str = "train"
@@ -125,9 +129,14 @@ class HessianSettings:
     weights: str = "auto"
     backend: str = "fedlandscape"
     device: str = "auto"
+    subsets: int = 1
 
     def __post_init__(self) -> None:
         check_device_spec(self.device)
+        _positive_int("subsets", self.subsets)
+        _need(self.subsets == 1 or self.num_examples is not None,
+              f"subsets (--subsets) is {self.subsets} but num_examples is None (the whole split): disjoint subsets need a "
+              "subset size. Pass --samples N with N at most the split's size divided by --subsets.")
         _need(self.split in SPLITS, f"split must be 'train' or 'test' (--split), got {shown_value(self.split)}.")
         _choice("weights", self.weights, WEIGHTS)
         _choice("backend", self.backend, HESSIAN_BACKENDS)
@@ -178,8 +187,11 @@ class HessianSettings:
         return {"lanczos": self.seed, "trace": self.seed + 1, "density": self.seed + 2}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; :func:`settings_from_dict` round-trips it."""
-        return dataclasses.asdict(self)
+        """A JSON-able dict; :func:`settings_from_dict` round-trips it (``subsets`` only when it is not 1)."""
+        out = dataclasses.asdict(self)
+        if self.subsets == 1:
+            del out["subsets"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from landscape.hessian.hvp import Batch
 from landscape.hessian.operator import HessianOperator, LinearOperator, split_batches
 from landscape.hessian.trace import trace_hutchinson, trace_hutchpp
 from landscape.hessian.measures import flatness_measures
+from landscape.hessian.subsets import SubsetProgress, combine_subsets, disjoint_subset_indices, evaluation_subsets, subset_settings
 from landscape.settings import HessianSettings, MeasureSettings
 
 __all__ = ["cross_entropy", "hessian_eigenvectors", "HessianReport", "analyze_model", "analyze_checkpoint", "planned_products",
@@ -118,6 +119,9 @@ class HessianReport:
         verified: whether the multiplicity check of the eigensolver completed.
         eigenvectors: the eigenvectors as ``{parameter name: CPU tensor}`` dicts, when they were kept
             (not part of ``to_dict()``).
+        eigenvalues_stderr, subsets: over ``settings.subsets > 1`` disjoint subsets, the standard error of
+            the mean eigenvalues and the per-subset values (:func:`landscape.hessian.subsets.combine_subsets`,
+            which also says what the other fields then hold); ``None`` for one subset and absent from ``to_dict()``.
     """
 
     eigenvalues: list[float]
@@ -132,6 +136,8 @@ class HessianReport:
     verified: bool | None = None
     eigenvectors: list[dict[str, Tensor]] | None = field(default=None, repr=False)
     measures: dict[str, Any] | None = None
+    eigenvalues_stderr: list[float | None] | None = None
+    subsets: dict[str, Any] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -152,6 +158,8 @@ class HessianReport:
             "config": self.config,
             "errors": self.errors,
             **({"measures": self.measures} if self.measures is not None else {}),
+            **({"eigenvalues_stderr": self.eigenvalues_stderr} if self.eigenvalues_stderr is not None else {}),
+            **({"subsets": self.subsets} if self.subsets is not None else {}),
         }
 
 
@@ -187,15 +195,52 @@ def analyze_model(
             first and after every Hessian-vector product (planned: :func:`planned_products`; the eigensolver's
             unused budget is dropped when it converges), ``fedlandscape`` backend only.
 
+    With ``settings.subsets = K > 1`` the data are instead ``K`` disjoint seeded subsets of ``settings.num_examples``
+    of ``(inputs, labels)`` (:func:`~landscape.hessian.subsets.disjoint_subset_indices` with ``settings.seed``), each
+    analysed, and the report holds their mean and standard error (:func:`~landscape.hessian.subsets.combine_subsets`).
+
     Returns:
-        :class:`HessianReport` (``config`` holds the analysis settings and ``num_examples = len(labels)``;
-        no checkpoint fields).
+        :class:`HessianReport` (``config`` holds the analysis settings and ``num_examples = len(labels)``, or the
+        subset size with ``subsets > 1``; no checkpoint fields).
 
     Raises:
-        ConfigError: a device this machine does not have.
+        ConfigError: a device this machine does not have; ``subsets > 1`` with eigenvectors or measures, or
+            subsets that do not fit in the data.
     """
-    return _analyze(model, inputs, labels, settings, resolve_device(settings.device), keep_eigenvectors=keep_eigenvectors,
+    device = resolve_device(settings.device)
+    _refuse_with_subsets(settings, keep_eigenvectors, measures)
+    if settings.subsets > 1:
+        subsets = disjoint_subset_indices(len(labels), settings.num_examples, settings.subsets, settings.seed, split="the data given")
+        data = [(inputs[i.to(inputs.device)], labels[i.to(labels.device)]) for i in subsets]
+        return _analyze_subsets(model, data, settings, device, progress=progress)
+    return _analyze(model, inputs, labels, settings, device, keep_eigenvectors=keep_eigenvectors,
                     progress=progress, measures=measures)
+
+
+def _refuse_with_subsets(settings: HessianSettings, keep_eigenvectors: bool, measures: MeasureSettings | None) -> None:
+    if settings.subsets > 1 and (keep_eigenvectors or measures is not None):
+        what = "eigenvectors (--eigenvectors-out, Hessian directions)" if keep_eigenvectors else "flatness measures (--measures)"
+        raise ConfigError(f"{what} belong to one data subset's Hessian, but subsets (--subsets) is {settings.subsets}. "
+                          "Ask for them with --subsets 1 (the subset of the first of the disjoint subsets, same --seed).")
+
+
+def _analyze_subsets(model: nn.Module, data: list[tuple[Tensor, Tensor]], settings: HessianSettings, device: torch.device, *,
+                     progress: ProgressCallback | None = None, operator_factory: OperatorFactory | None = None) -> HessianReport:
+    """One :func:`_analyze` per ``(inputs, labels)`` subset (:func:`~landscape.hessian.subsets.subset_settings`), combined."""
+    start = time.perf_counter()
+    parts = [subset_settings(settings, index) for index in range(len(data))]
+    counter = SubsetProgress(progress, [sum(planned_products(part).values()) for part in parts])
+    reports = [_analyze(model, inputs, labels, part, device, keep_eigenvectors=False, progress=counter.for_subset(index),
+                        operator_factory=operator_factory)
+               for index, ((inputs, labels), part) in enumerate(zip(data, parts))]
+    fields = combine_subsets([r.to_dict() for r in reports], [part.seed for part in parts], int(len(data[0][1])))
+    fields["seconds"]["total"] = time.perf_counter() - start
+    config = {**reports[0].config, "subsets": settings.subsets}
+    return HessianReport(
+        eigenvalues=fields["eigenvalues"], residuals=fields["residuals"], converged=fields["converged"], trace=fields["trace"],
+        density=fields["density"], hvps=fields["hvps"], seconds=fields["seconds"], config=config, verified=fields["verified"],
+        errors=reports[0].errors, eigenvalues_stderr=fields["eigenvalues_stderr"], subsets=fields["subsets"],
+    )
 
 
 def planned_products(settings: HessianSettings, dim: int | None = None) -> dict[str, int]:
@@ -373,13 +418,18 @@ def analyze_checkpoint(
     if eigenvectors_out is not None and settings.backend != "fedlandscape":
         raise ConfigError("eigenvectors_out needs backend='fedlandscape' (PyHessian's eigenvectors are not exported).")
     device = resolve_device(settings.device)  # before any file is read: a missing GPU is the first thing said
+    _refuse_with_subsets(settings, eigenvectors_out is not None, measures)
     checkpoint = open_checkpoint(path, foreign, data_dir)
     weights_used = checkpoint.resolve_weights(settings.weights)
     model = checkpoint.build_model(settings.weights)
     dataset = dataset_of(checkpoint, data_dir)
-    inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
-    report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None,
-                      progress=progress, measures=measures, operator_factory=operator_factory)
+    if settings.subsets > 1:
+        data = evaluation_subsets(dataset, settings.split, settings.num_examples, settings.subsets, settings.seed)
+        report = _analyze_subsets(model, data, settings, device, progress=progress, operator_factory=operator_factory)
+    else:
+        inputs, labels = evaluation_tensors(dataset, settings.split, settings.num_examples, settings.seed)
+        report = _analyze(model, inputs, labels, settings, device, keep_eigenvectors=eigenvectors_out is not None,
+                          progress=progress, measures=measures, operator_factory=operator_factory)
     report.config.update({
         "checkpoint": str(Path(path)), "checkpoint_sha256": file_sha256(path), "weights": weights_used,
         "model": {"name": checkpoint.model_name, "kwargs": checkpoint.model_kwargs}, "dataset": checkpoint.dataset,
