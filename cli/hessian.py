@@ -26,6 +26,9 @@ MEASURE_DEFAULTS = MeasureSettings()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(SPLITS), default=DEFAULTS.split, show_default=True, help="Data split the loss is taken on.")
 @click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.num_examples, show_default=True, help="Size of the fixed, seeded subset of the split (larger than the split: all of it).")
+@click.option("--subsets", type=click.IntRange(min=1), default=DEFAULTS.subsets, show_default=True,
+              help="Analyse this many disjoint seeded subsets of --samples each (the first is the one subset of --subsets 1) and "
+                   "report the mean and standard error over them of the eigenvalues and the trace; the density is the first subset's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="Samples per Hessian-vector product pass (memory only; the result does not depend on it).")
 @click.option("--top-k", type=click.IntRange(min=1), default=DEFAULTS.top_k, show_default=True, help="Number of top eigenvalues.")
 @click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.tol, show_default=True, help="Relative residual tolerance ||Hv - lambda v|| <= tol |lambda| of every eigenpair.")
@@ -63,7 +66,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
             seed: int, weights: str, backend: str, device: str, out: Path | None, plot: Path | None,
             eigenvectors_out: Path | None, foreign_model: str | None, foreign_model_kwargs: str | None,
             foreign_dataset: str | None, foreign_data: str | None, data_dir: Path | None, quiet: bool, measures: str | None = None,
-            nproc: int = 1, **measure_options: float | int | None) -> None:
+            nproc: int = 1, subsets: int = 1, **measure_options: float | int | None) -> None:
     """Top-k Hessian eigenvalues, trace and eigenvalue density of CHECKPOINT's model.
 
     Cost: every Hessian-vector product is one pass over --samples. The defaults (2,048 samples, top-5 with
@@ -92,7 +95,7 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
     settings = HessianSettings(
         split=split, num_examples=samples, batch_size=batch_size, top_k=top_k, tol=tol, max_matvecs=max_matvecs,
         trace=trace, trace_method=trace_method, trace_matvecs=trace_matvecs, density=density, density_probes=density_probes,
-        density_steps=density_steps, seed=seed, weights=weights, backend=backend, device=device,
+        density_steps=density_steps, seed=seed, weights=weights, backend=backend, device=device, subsets=subsets,
     )
     measure_settings = _measure_settings(measures, {"tol": tol, "trace_matvecs": trace_matvecs, "max_matvecs": max_matvecs},
                                          measure_options)
@@ -119,9 +122,12 @@ def hessian(checkpoint: Path, split: str, samples: int, batch_size: int, top_k: 
 def format_table(result: dict) -> list[str]:
     """The small human-readable summary printed to stderr."""
     config = result["config"]
+    subsets = result.get("subsets")  # over several disjoint subsets: their size, and mean +- standard error
+    samples = f"{subsets['count']} disjoint subsets of {subsets['num_examples']}" if subsets else config["num_examples"]
     lines = [f"hessian of {config['checkpoint']} ({config['weights']} weights, {config['split']} split, "
-             f"{config['num_examples']} samples, backend {config['backend']}, BN {config['bn_mode']}, on {_where(config)})"]
-    values = "  ".join(f"{v:.6g}" for v in result["eigenvalues"])
+             f"{samples} samples, backend {config['backend']}, BN {config['bn_mode']}, on {_where(config)})"]
+    stderrs = result.get("eigenvalues_stderr") or [None] * len(result["eigenvalues"])
+    values = "  ".join(f"{v:.6g}" + ("" if se is None else f" +- {se:.2g}") for v, se in zip(result["eigenvalues"], stderrs))
     unconverged = [i + 1 for i, c in enumerate(result["converged"]) if c is False]
     status = "all converged" if not unconverged else f"NOT converged: lambda_{unconverged}"
     lines.append(f"  top-{len(result['eigenvalues'])} eigenvalues  {values}  ({status})")
@@ -131,6 +137,8 @@ def format_table(result: dict) -> list[str]:
         t = result["trace"]
         stderr = "n/a" if t["stderr"] is None else f"{t['stderr']:.4g}"
         lines.append(f"  trace                 {t['estimate']:.6g} +- {stderr} ({t['method']}, {t['num_matvecs']} products)")
+        if t.get("subset_stderr") is not None:
+            lines.append(f"  trace over subsets    +- {t['subset_stderr']:.4g} (standard error of the mean over {t['subsets']} subsets)")
     measures = result.get("measures")
     for name, value in (measures or {}).get("values", {}).items():
         stderr = measures["stderr"].get(name)
