@@ -216,6 +216,10 @@ class _SweepProgress:
         self.seconds = 0.0
         self._run: tuple[int, str, float, int] | None = None  # index, label, start, first round of this session
 
+    def begin(self) -> None:
+        """The stage's first event (``done=0``), as every progress stage starts."""
+        self._report("")
+
     def start(self, index: int, label: str, to_train: int) -> None:
         self._run, self.to_train = (index, label, self.clock(), 0), to_train
         self._report(f"run {index}/{self.total} {label}")
@@ -370,6 +374,7 @@ def sweep(
     folders = [inside(root, "runs", _run_key(p, s)) for p, s in planned]
     finished = [RunPaths(f).summary.is_file() for f in folders]
     meter = _SweepProgress(len(planned), base.rounds, progress)
+    meter.begin()
     for index, ((point, seed), folder, done) in enumerate(zip(planned, folders, finished), 1):
         label = f"{point.label} seed {seed}"
         if done:

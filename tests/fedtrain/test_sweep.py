@@ -163,3 +163,17 @@ def test_a_sweep_without_a_validation_split_or_with_one_too_large_is_refused_bef
                                           r"200 are left for the clients, and they do not fit"):
         sweep(base(validation=1000), grid, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_whole_sweep_is_one_progress_stage_with_the_running_runs_round_loss_and_an_eta(tmp_path):
+    events = []
+    sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5)), tmp_path / "a", progress=events.append)
+    assert {e.stage for e in events} == {"sweep"} and {e.total for e in events} == {2} and {e.unit for e in events} == {"runs"}
+    assert [e.done for e in events] == sorted(e.done for e in events) and events[0].done == 0 and events[-1].done == 2
+    rounds = [e for e in events if "round" in e.detail]
+    assert rounds[0].detail.startswith("run 1/2 fedsam rho=0.05 lr=0.1 seed 0, round 1/4, loss ")
+    assert len(rounds) == 8 and all(e.eta is not None and e.eta >= 0 for e in rounds)
+    assert rounds[-1].detail.startswith("run 2/2 fedsam rho=0.5 lr=0.1 seed 0, round 4/4") and rounds[-1].eta == 0
+    again = []
+    sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5)), tmp_path / "a", progress=again.append)
+    assert [e.done for e in again] == [0, 1, 2]  # both runs finished: counted, nothing trained
