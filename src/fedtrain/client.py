@@ -10,8 +10,9 @@ passed in, which the run derives from ``(seed, round, client)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,11 +87,18 @@ class ClientShard:
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """A client's result: ``delta = w_k - w`` per state-dict entry, its sample count, and training metrics."""
+    """A client's result: ``delta = w_k - w`` per state-dict entry, its sample count, and training metrics.
+
+    A method of :mod:`fedtrain.methods` may add ``extras`` (tensors the client sends the server besides its
+    delta, e.g. FedGAMMA's control-variate change) and ``client_state`` (the client's new persistent state,
+    kept for the next round it is sampled in; the built-ins have none).
+    """
 
     delta: dict[str, torch.Tensor]
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    client_state: dict[str, Any] = field(default_factory=dict)
 
 
 def _epoch_draws(n: int, cfg: ClientConfig, generator: torch.Generator) -> torch.Tensor:
@@ -132,6 +140,8 @@ def client_update(
     shard: ClientShard,
     cfg: ClientConfig,
     generator: torch.Generator,
+    *,
+    before_step: Callable[[Sequence[tuple[str, nn.Parameter]]], None] | None = None,
 ) -> ClientUpdate:
     """Train one client from the global weights and return its weight change.
 
@@ -142,6 +152,10 @@ def client_update(
         shard: the client's data.
         cfg: the local optimiser for this round.
         generator: the client's generator for this round (data order, augmentation).
+        before_step: called with the ``(name, parameter)`` pairs once their ``.grad`` holds the step's
+            gradient (SAM/ASAM: the gradient at the perturbed point, the weights restored) and before the
+            optimiser steps (which adds the weight decay and momentum), under ``torch.no_grad``; it may change
+            the gradients in place (a method's correction term, clipping: :mod:`fedtrain.methods`).
 
     Returns:
         The update; ``metrics["train_loss"]`` is the sample-weighted mean mini-batch loss at the
@@ -172,12 +186,15 @@ def client_update(
         loss.backward()
         loss_sum += loss.detach().to(torch.float64) * y.numel()
         if sam is None:
+            if before_step is not None:
+                with torch.no_grad():
+                    before_step(named)
             base.step()
         else:
             sam.perturb()
             with frozen_statistics(worker):
                 F.cross_entropy(worker(x), y).backward()
-            sam.restore_and_step()
+            sam.restore_and_step(None if before_step is None else lambda: before_step(named))
         steps += 1
     for p in params:
         p.grad = None

@@ -138,13 +138,24 @@ def resolve_cohort_mode(mode: str, device: torch.device, worker: nn.Module) -> s
     return mode
 
 
-def cohort_settings(config: TrainConfig, worker: nn.Module) -> CohortSettings:
+def cohort_settings(config: TrainConfig, worker: nn.Module, *, method_refusal: str | None = None) -> CohortSettings:
     """The run's cohort settings with ``config.cohort`` resolved for the worker's device and architecture.
 
+    Args:
+        config: the run's settings.
+        worker: the run's scratch model, on its device.
+        method_refusal: why the run's method cannot be trained vectorised
+            (:meth:`fedtrain.methods.Method.vmap_refusal`), or ``None``: then ``auto`` is sequential and
+            ``vmap`` is refused.
+
     Raises:
-        ConfigError: ``vmap`` asked for a model it cannot train.
+        ConfigError: ``vmap`` asked for a model or method it cannot train.
     """
     device = next(worker.parameters()).device
+    if method_refusal is not None:
+        if config.cohort == "vmap":
+            raise ConfigError(f"--cohort vmap cannot train this run: {method_refusal}. Use --cohort sequential (or auto).")
+        return CohortSettings(mode="sequential", max_chunk=config.cohort_chunk, compile=config.cohort_compile)
     mode = resolve_cohort_mode(config.cohort, device, worker)
     return CohortSettings(mode=mode, max_chunk=config.cohort_chunk, compile=config.cohort_compile)
 

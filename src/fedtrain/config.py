@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtrain.errors import ConfigError
+from fedtrain.plugins import is_import_path
 from fedtrain.validate import MAX_CONFIG_BYTES, UntrustedFile, parse_yaml, read_text, shown_value
 
 __all__ = [
@@ -50,15 +51,18 @@ __all__ = [
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic")
 MODEL_NAMES: tuple[str, ...] = ("cnn", "mlp", "resnet18-gn")
 PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
-ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam"}  # algorithm -> local optimiser
-OPTIMIZERS: tuple[str, ...] = tuple(ALGORITHMS.values())
+# algorithm -> local optimiser of ClientConfig; the methods themselves are in fedtrain.methods (BUILTIN_METHODS
+# holds exactly these names). A user's method is named by import path instead (package.module:Class).
+ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam", "mofedsam": "sam", "fedgamma": "sam"}
+OPTIMIZERS: tuple[str, ...] = tuple(dict.fromkeys(ALGORITHMS.values()))
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 # How a round draws its clients (fedtrain.server.select_clients): the toolkit's (seed, round)-derived draw, or the
 # FedSAM code's NumPy draw seeded with the round index alone (fedsam.md §1.1).
 CLIENT_SAMPLING_SCHEMES: tuple[str, ...] = ("toolkit", "reference")
 COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round trains its clients (fedtrain.cohort)
 ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this process, or Flower nodes (fedtrain.flower)
-DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7}  # paper values, CIFAR-10 (fedsam.md §2.4)
+# paper values, CIFAR-10 (fedsam.md §2.4); MoFedSAM and FedGAMMA: FL-Simulator's --rho default (train.py)
+DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1}
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
 
@@ -147,8 +151,11 @@ _RULES: dict[str, tuple[str, Any]] = {
     "checkpoint_rounds": ("a list of round numbers (integers >= 1)",
                           lambda v: isinstance(v, (list, tuple)) and all(_is_int(r) and r >= 1 for r in v)),
     "preset": ("null or a preset name (quick, paper-cifar10)", lambda v: v is None or (isinstance(v, str) and v in PRESETS)),
+    "method_args": ("a mapping of the method's settings, string keys to numbers, strings or booleans",
+                    lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and (isinstance(x, (str, bool)) or _is_number(x))
+                                                             for k, x in v.items())),
 }
-_FLAGS = {"model_kwargs": "config key model_kwargs", "checkpoint_rounds": "--checkpoint-round"}
+_FLAGS = {"model_kwargs": "config key model_kwargs", "checkpoint_rounds": "--checkpoint-round", "method_args": "--method-arg"}
 
 
 def _check_values(config: TrainConfig) -> None:
@@ -175,7 +182,8 @@ class TrainConfig:
         dataset, data_dir: what to train on (see :func:`fedtrain.data.load_dataset`).
         model, model_kwargs: a :data:`fedtrain.models.MODELS` name and its extra arguments (e.g. ``hidden``).
         partition, alpha, num_clients, samples_per_client: the federated split (:func:`fedtrain.partition.make_partition`).
-        algorithm: ``fedavg`` (local SGD), ``fedsam`` (local SAM) or ``fedasam`` (local ASAM).
+        algorithm: ``fedavg`` (local SGD), ``fedsam`` (local SAM), ``fedasam`` (local ASAM), another built-in
+            method of :data:`ALGORITHMS` (:mod:`fedtrain.methods`), or a user's method ``package.module:Class``.
         rho, eta: SAM/ASAM radius and ASAM offset; ``rho=None`` resolves to 0.1 (FedSAM) / 0.7 (FedASAM).
         swa, swa_start, swa_c, swa_lr, swa_collect: server-side SWA (:mod:`fedtrain.swa`). ``swa_start`` < 1
             is a fraction of ``rounds``, >= 1 a round index.
@@ -206,6 +214,8 @@ class TrainConfig:
         observers: what is measured on the global model while it trains, ``{name: settings}`` (e.g.
             ``{"sharpness": {...}}`` from ``--track-sharpness``): recorded so a resume rebuilds the same
             observers (:mod:`fedtrain.observers`); it never changes the training numbers.
+        method_args: the method's own settings (``--method-arg key=value``, a config file's ``method_args:``),
+            checked against its ``Settings`` when the run starts (:func:`fedtrain.methods.load_method`).
     """
 
     dataset: str = "fashion-mnist"
@@ -249,6 +259,7 @@ class TrainConfig:
     cohort_chunk: int = 0
     cohort_compile: bool = False
     observers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)
     # Whether rho came from the user (not the algorithm's default): ``replace`` must keep a given rho even
     # when it equals another algorithm's default, and re-resolve a defaulted one. Not a setting: neither
     # compared nor serialised.
@@ -260,6 +271,7 @@ class TrainConfig:
         if self.rho is None and self.algorithm in DEFAULT_RHO:
             object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        object.__setattr__(self, "method_args", dict(self.method_args))
         if isinstance(self.observers, Mapping) and all(isinstance(v, Mapping) for v in self.observers.values()):
             object.__setattr__(self, "observers", {str(k): dict(v) for k, v in self.observers.items()})
         object.__setattr__(self, "checkpoint_rounds", tuple(sorted({int(r) for r in self.checkpoint_rounds})))
@@ -282,7 +294,9 @@ class TrainConfig:
         need(self.model in MODEL_NAMES, f"Unknown model {self.model!r}. Available models: {', '.join(sorted(MODEL_NAMES))}.")
         need(self.partition in PARTITION_SCHEMES,
              f"Unknown partition scheme {self.partition!r}. Available schemes: {', '.join(PARTITION_SCHEMES)}.")
-        need(self.algorithm in ALGORITHMS, f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        need(self.algorithm in ALGORITHMS or is_import_path(self.algorithm),
+             f"Unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}, or name your own method "
+             "as package.module:Class.")
         need(self.swa_collect in SWA_COLLECT_MODES, f"swa_collect must be 'end' or 'reference', got {self.swa_collect!r}.")
         need(self.client_sampling in CLIENT_SAMPLING_SCHEMES,
              f"client_sampling (--client-sampling) must be one of {', '.join(CLIENT_SAMPLING_SCHEMES)}, got {self.client_sampling!r}.")
@@ -299,8 +313,8 @@ class TrainConfig:
     # --- derived values (computed, never cached) ---------------------------------------------------
     @property
     def optimizer(self) -> str:
-        """The local optimiser of the algorithm: ``sgd``, ``sam`` or ``asam``."""
-        return ALGORITHMS[self.algorithm]
+        """The local optimiser of the algorithm: ``sgd``, ``sam`` or ``asam`` (``sgd`` for a user's method, which trains its own way)."""
+        return ALGORITHMS.get(self.algorithm, "sgd")
 
     @property
     def swa_start_round(self) -> int:

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from fedtrain._seeds import derived_generator
-from fedtrain.aggregation import aggregate
 from fedtrain.client import ClientConfig, ClientShard, ClientUpdate, NonFiniteLossError, client_update
 from fedtrain.cohort import CohortSettings, cohort_settings, cohort_update
 from fedtrain.config import TrainConfig
-from fedtrain.server import ServerState, select_clients, server_update
+from fedtrain.methods import ClientContext, Method, ServerContext, load_method
+from fedtrain.server import ServerState, select_clients
 from fedtrain.swa import collects, cyclic_lr, starts_swa_model, swa_average
 
 __all__ = [
@@ -132,9 +132,9 @@ def client_generator(seed: int, round_index: int, client: int) -> torch.Generato
 
 def train_clients(
     global_params: Mapping[str, torch.Tensor], plan: RoundPlan, data: RoundData, *, seed: int,
-    cohort: CohortSettings = CohortSettings(),
+    cohort: CohortSettings = CohortSettings(), method: Method | None = None, server: ServerState | None = None,
 ) -> list[ClientUpdate]:
-    """Every sampled client's :func:`~fedtrain.client.client_update` from the global model, in the plan's order.
+    """Every sampled client's update from the global model (the method's client update), in the plan's order.
 
     Args:
         global_params: the global model's state dict (not modified).
@@ -142,19 +142,33 @@ def train_clients(
         data: the shards and the scratch model.
         seed: the run's seed.
         cohort: one client after another (``sequential``, the default) or all together
-            (``vmap``: :func:`fedtrain.cohort.cohort_update`, same batches, equal up to float32 rounding).
+            (``vmap``: :func:`fedtrain.cohort.cohort_update`, same batches, equal up to float32 rounding;
+            only for a method that supports it).
+        method: the run's method (:mod:`fedtrain.methods`); ``None`` is FedAvg's client update with the
+            plan's local optimiser (:func:`~fedtrain.client.client_update`).
+        server: the server state before the round: the method's server state (broadcast to the clients) and
+            each client's own state; ``None``: no state.
 
     Returns:
-        One update per client of ``plan.clients``.
+        One update per client of ``plan.clients``, each with the client's new state in ``client_state``.
     """
-    if cohort.mode == "vmap":
+    if cohort.mode == "vmap" and (method is None or method.supports_vmap):
         shards = [data.shards[k] for k in plan.clients]
         generators = [client_generator(seed, plan.round, k) for k in plan.clients]
         return cohort_update(data.worker, global_params, shards, plan.client_config, generators, cohort)
-    return [
-        client_update(data.worker, global_params, data.shards[k], plan.client_config, client_generator(seed, plan.round, k))
-        for k in plan.clients
-    ]
+    if method is None or type(method).client_update is Method.client_update:  # FedAvg's local loop, stateless
+        return [
+            client_update(data.worker, global_params, data.shards[k], plan.client_config, client_generator(seed, plan.round, k))
+            for k in plan.clients
+        ]
+    server = server if server is not None else ServerState(round=plan.round, params=dict(global_params))
+    updates = []
+    for k in plan.clients:
+        ctx = ClientContext(round=plan.round, client=k, config=plan.client_config, generator=client_generator(seed, plan.round, k),
+                            worker=data.worker, server_state=server.method_state)
+        update, client_state = method.client_update(global_params, data.shards[k], server.client_states.get(k, {}), ctx)
+        updates.append(replace(update, client_state=dict(client_state)))
+    return updates
 
 
 def _all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
@@ -164,28 +178,43 @@ def _all_finite(tensors: Mapping[str, torch.Tensor]) -> bool:
 
 
 def aggregate_round(
-    state: ServerState, config: TrainConfig, plan: RoundPlan, updates: Sequence[ClientUpdate]
+    state: ServerState, config: TrainConfig, plan: RoundPlan, updates: Sequence[ClientUpdate], *, method: Method | None = None
 ) -> tuple[ServerState, RoundMetrics]:
-    """The server's side of a round: SWA start, mean delta, finiteness check, server step, SWA collection.
+    """The server's side of a round: SWA start, the method's server step, finiteness check, client states, SWA collection.
 
     Args:
         state: the server state before the round (not modified).
         config: the run's settings (server optimiser, local epochs).
         plan: the round's plan (:func:`plan_round`).
         updates: the clients' updates, in the plan's client order.
+        method: the run's method; ``None``: the one ``config.algorithm`` names (:func:`fedtrain.methods.load_method`).
 
     Returns:
-        The new state (``round`` advanced by one) and the round's metrics.
+        The new state (``round`` advanced by one; the method's server state and the trained clients' states
+        replaced) and the round's metrics.
 
     Raises:
-        NonFiniteLossError: the clients' mean update has a NaN or infinite entry.
+        NonFiniteLossError: the new global weights have a NaN or infinite entry.
     """
+    method = load_method(config) if method is None else method
     if plan.starts_swa:
         state = replace(state, swa_params={k: v.clone() for k, v in state.params.items()}, swa_count=0)
-    mean_delta = aggregate(updates)
-    if not _all_finite(mean_delta):
+    # The FedOpt momentum buffer keeps its own field (and its place in checkpoints); the method sees it in its state.
+    server_state = {**state.method_state, **({} if state.momentum is None else {"server_momentum": state.momentum})}
+    ctx = ServerContext(round=plan.round, lr=plan.lr, clients=plan.clients, config=config)
+    params, server_state = method.server_step(state.params, updates, server_state, ctx)
+    if not _all_finite(params):
         raise NonFiniteLossError("The clients' mean update became non-finite. Lower the learning rate (or rho).")
-    new = server_update(state, mean_delta, server_lr=config.server_lr, server_momentum=config.server_momentum)
+    server_state = dict(server_state)
+    momentum = server_state.pop("server_momentum", None)
+    client_states = dict(state.client_states)
+    for k, update in zip(plan.clients, updates):
+        if update.client_state:
+            client_states[k] = update.client_state
+        else:
+            client_states.pop(k, None)
+    new = replace(state, round=state.round + 1, params=params, momentum=momentum, method_state=server_state,
+                  client_states=client_states)
     if plan.collects_swa:
         swa_params, count = swa_average(new.swa_params, new.swa_count, new.params)
         new = replace(new, swa_params=swa_params, swa_count=count)
@@ -198,7 +227,7 @@ def aggregate_round(
 def federated_round(
     state: ServerState, config: TrainConfig, data: RoundData, round_index: int
 ) -> tuple[ServerState, RoundMetrics]:
-    """One round of FedAvg / FedSAM / FedASAM (+ server-side SWA).
+    """One round of the run's method (:func:`fedtrain.methods.load_method`: FedAvg, FedSAM, FedASAM, ...) + server-side SWA.
 
     .. math::
 
@@ -224,5 +253,7 @@ def federated_round(
     if round_index != state.round:
         raise ValueError(f"round_index ({round_index}) must be the state's round ({state.round}).")
     plan = plan_round(config, round_index, augment=data.augment)
-    updates = train_clients(state.params, plan, data, seed=config.seed, cohort=cohort_settings(config, data.worker))
-    return aggregate_round(state, config, plan, updates)
+    method = load_method(config)
+    cohort = cohort_settings(config, data.worker, method_refusal=method.vmap_refusal())
+    updates = train_clients(state.params, plan, data, seed=config.seed, cohort=cohort, method=method, server=state)
+    return aggregate_round(state, config, plan, updates, method=method)

@@ -22,7 +22,7 @@ step is applied at the *unperturbed* weights because the weights are restored be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -146,8 +146,12 @@ class SAM:
         return eps
 
     @torch.no_grad()
-    def restore_and_step(self) -> None:
+    def restore_and_step(self, before_step: Callable[[], None] | None = None) -> None:
         """Copy the saved ``w`` back (exactly, not ``w + eps - eps``) and take the base step.
+
+        Args:
+            before_step: called between the restore and the step (the weights are ``w`` again, ``.grad``
+                holds the gradient at ``w + eps``), e.g. to add a method's correction to the gradient.
 
         Raises:
             RuntimeError: called before :meth:`perturb`.
@@ -156,6 +160,8 @@ class SAM:
             raise RuntimeError("restore_and_step() called before perturb()")
         torch._foreach_copy_(self.params, self._saved)
         self._saved = None
+        if before_step is not None:
+            before_step()
         self.base.step()
 
     def state_dict(self) -> dict[str, Any]:
