@@ -299,12 +299,14 @@ def _cell(value: float | None, digits: int = 2) -> str:
 def sweep_table(record: Mapping[str, Any]) -> str:
     """``sweep.md``: the settings, the table of every point (best of each algorithm in bold) and the selection rule."""
     s = record["settings"]
+    ks = sorted({run["last_k"] for run in record["runs"]})  # fewer than last_k when a short run evaluated fewer times
+    last = str(ks[0]) if len(ks) == 1 else f"{ks[0]} to {ks[-1]}"
     chosen = {(p["algorithm"], p["rho"], p["eta"], p["lr"]) for p in record["best"]["per_algorithm"].values()}
     lines = [
-        f"# Sweep: validation accuracy ({s['dataset']}, {s['rounds']} rounds, {s['validation']} held-out training examples; "
-        "the test split is never read)",
+        f"# Sweep: validation accuracy ({s['dataset']}{', preset ' + s['preset'] if s.get('preset') else ''}, {s['rounds']} rounds, "
+        f"{s['validation']} held-out training examples; the test split is never read)",
         "",
-        f"Score of a run: the mean of its last {s['last_k']} evaluations on the validation split; of a point: the mean over "
+        f"Score of a run: the mean of its last {last} evaluations on the validation split; of a point: the mean over "
         "its seeds ± the standard deviation over seeds (n = number of seeds).",
         "",
         "| algorithm | rho | eta | lr | n | validation accuracy (%) | ± std | per seed (%) |",

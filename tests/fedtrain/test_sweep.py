@@ -50,7 +50,9 @@ def test_the_best_point_has_the_highest_mean_validation_accuracy_of_its_runs(tmp
     assert best["lr"] == max(means, key=means.get) == 0.1  # lr 1e-4 barely moves in 4 rounds
     assert best["mean"] == pytest.approx(means[0.1]) and best["n"] == 2
     assert record["best"]["overall"] == best
-    assert (tmp_path / "s" / "sweep.md").read_text().count("**") == 2  # the best point in bold, once
+    table = (tmp_path / "s" / "sweep.md").read_text()
+    assert table.count("**") == 2  # the best point in bold, once
+    assert "mean of its last 2 evaluations on the validation split" in table and "300 held-out training examples" in table
     assert read_json(tmp_path / "s" / "sweep.json") == json.loads(json.dumps(record))
 
 
