@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtrain.config import ALGORITHMS, TrainConfig, check_seed, shown_value
+from fedtrain.convergence import convergence_of
 from fedtrain.errors import ConfigError
 from fedtrain.io import atomic_write_text, read_json, write_json
 from fedtrain.lock import holds_lock
@@ -39,7 +40,7 @@ from fedtrain.outpaths import inside, safe_name
 from fedtrain.progress import Progress, ProgressCallback, report
 from fedtrain.data import load_dataset
 from fedtrain.run import RunPaths, run_inputs, train
-from fedtrain.run_files import read_summary
+from fedtrain.run_files import read_metrics, read_summary
 
 __all__ = ["SWEEP_FORMAT", "SELECTION_RULE", "SweepPoint", "SweepGrid", "sweep", "summarise", "best_points", "sweep_table"]
 
@@ -246,8 +247,8 @@ class _SweepProgress:
         report(self.listener, Progress("sweep", self.done, self.total, "runs", detail=detail, eta=eta))
 
 
-def _score(folder: Path) -> dict[str, Any]:
-    """A finished run's score and its evidence, from its ``summary.json``.
+def _score(folder: Path, rounds: int) -> dict[str, Any]:
+    """A finished run's score and its evidence, from its ``summary.json``, and its convergence check (from ``metrics.jsonl``).
 
     Raises:
         ConfigError: the run was not evaluated on a validation split (a foreign run in the sweep's folder).
@@ -258,14 +259,18 @@ def _score(folder: Path) -> dict[str, Any]:
                           "test accuracies. Move that folder out of the sweep's runs/ and rerun.")
     return {"accuracy": summary["last_k_mean_accuracy"], "last_k": summary["last_k"],
             "final_accuracy": summary["final_accuracy"], "best_accuracy": summary["best_accuracy"],
+            "convergence": convergence_of(read_metrics(RunPaths(folder).metrics), rounds).to_dict(),
             "wall_seconds": summary.get("wall_seconds")}
 
 
 def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per point (in order of first appearance): the seeds' scores, their mean, standard deviation and standard error.
 
-    ``runs`` are the per-run records (``algorithm``, ``rho``, ``eta``, ``lr``, ``seed``, ``accuracy``).
-    ``std`` uses ``ddof=1`` and is ``None`` with one seed, as is ``stderr = std / sqrt(n)``.
+    ``runs`` are the per-run records (``algorithm``, ``rho``, ``eta``, ``lr``, ``seed``, ``accuracy``, and
+    optionally ``convergence``, :mod:`fedtrain.convergence`'s record). ``std`` uses ``ddof=1`` and is ``None``
+    with one seed, as is ``stderr = std / sqrt(n)``. ``converged``: every seed's run converged (``False`` if one
+    did not, ``None`` if that cannot be told); ``gain``: the largest accuracy gain of its runs over the
+    convergence window, in points (a point still rising is ranked on a budget, not on its setting).
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for run in runs:
@@ -274,9 +279,14 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (algorithm, rho, eta, lr), members in groups.items():
         scores = [float(m["accuracy"]) for m in members]
         std = statistics.stdev(scores) if len(scores) > 1 else None
+        checks = [m.get("convergence") or {} for m in members]
+        verdicts = [c.get("converged") for c in checks]
+        gains = [c["gain"] for c in checks if c.get("gain") is not None]
         points.append({"algorithm": algorithm, "rho": rho, "eta": eta, "lr": lr, "seeds": [m["seed"] for m in members],
                        "accuracies": scores, "n": len(scores), "mean": statistics.fmean(scores), "std": std,
-                       "stderr": None if std is None else std / math.sqrt(len(scores))})
+                       "stderr": None if std is None else std / math.sqrt(len(scores)),
+                       "converged": False if False in verdicts else None if None in verdicts else True,
+                       "gain": max(gains) if gains else None})
     return points
 
 
@@ -309,19 +319,24 @@ def sweep_table(record: Mapping[str, Any]) -> str:
         f"Score of a run: the mean of its last {last} evaluations on the validation split; of a point: the mean over "
         "its seeds ± the standard deviation over seeds (n = number of seeds).",
         "",
-        "| algorithm | rho | eta | lr | n | validation accuracy (%) | ± std | per seed (%) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| algorithm | rho | eta | lr | n | validation accuracy (%) | ± std | per seed (%) | converged (largest gain, points) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in record["points"]:
         mark = "**" if (p["algorithm"], p["rho"], p["eta"], p["lr"]) in chosen else ""
         per_seed = ", ".join(f"{100 * a:.2f}" for a in p["accuracies"])
         rho, eta = ("-" if v is None else f"{v:g}" for v in (p["rho"], p["eta"]))
+        gain = "" if p.get("gain") is None else f" ({p['gain']:+.1f})"
+        converged = {True: "yes", False: "no", None: "?"}[p.get("converged")] + gain
         lines.append(f"| {p['algorithm']} | {rho} | {eta} | {p['lr']:g} | {p['n']} | {mark}{_cell(p['mean'])}{mark} | "
-                     f"{_cell(p['std'])} | {per_seed} |")
+                     f"{_cell(p['std'])} | {per_seed} | {converged} |")
     lines += ["", f"Best (bold): {SELECTION_RULE}."]
     for name, p in record["best"]["per_algorithm"].items():
         spread = "" if p["std"] is None else f" ± {100 * p['std']:.2f}"
         lines.append(f"* {name}: {_label(p)}: {100 * p['mean']:.2f}{spread} % over {p['n']} seed(s)")
+        if p.get("converged") is False:
+            lines.append(f"  (still rising: up to {p['gain']:+.1f} points over the last part of its runs; a longer "
+                         "budget may rank the settings differently)")
     return "\n".join(lines) + "\n"
 
 
@@ -391,7 +406,8 @@ def sweep(
         meter.finish(True, base.rounds)
         say(f"[sweep] run {index}/{len(planned)} {label}: validation accuracy {100 * summary['last_k_mean_accuracy']:.2f}% "
             f"(mean of the last {summary['last_k']} evaluations), {time.perf_counter() - before:.1f} s")
-    runs = [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}", **_score(f)} for (p, s), f in zip(planned, folders)]
+    runs = [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}", **_score(f, base.rounds)}
+            for (p, s), f in zip(planned, folders)]
     summary_points = summarise(runs)
     record = {
         "format": SWEEP_FORMAT, "format_version": 1,

@@ -12,7 +12,7 @@ from fedtrain.errors import ConfigError
 from fedtrain.holdout import holdout_indices
 from fedtrain.io import read_json
 from fedtrain.run_files import read_summary
-from fedtrain.sweep import SweepGrid, SweepPoint, best_points, summarise, sweep
+from fedtrain.sweep import SweepGrid, SweepPoint, best_points, summarise, sweep, sweep_table
 from tests.conftest import write_learnable_mnist_like
 
 
@@ -44,6 +44,7 @@ def test_the_best_point_has_the_highest_mean_validation_accuracy_of_its_runs(tmp
     for run in record["runs"]:  # each run's score is its own summary's mean of the last k validation evaluations
         summary = read_summary(tmp_path / "s" / run["folder"] / "summary.json")
         assert summary["eval_split"] == "validation" and run["accuracy"] == summary["last_k_mean_accuracy"]
+        assert run["convergence"] == summary["convergence"]  # the run's own convergence check, recomputed from its metrics
         by_lr.setdefault(run["lr"], []).append(run["accuracy"])
     means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
     best = record["best"]["per_algorithm"]["fedsam"]
@@ -65,6 +66,22 @@ def test_spread_over_seeds_and_the_tie_rule():
     assert points[0]["stderr"] == pytest.approx(points[0]["std"] / 2 ** 0.5)
     assert points[2]["std"] is None and points[2]["stderr"] is None  # one seed: no spread claimed
     assert best_points(points)["per_algorithm"]["fedsam"]["rho"] == 0.1  # 0.6 == 0.6: the smaller rho
+
+
+def test_a_point_converged_only_if_every_seed_did_and_a_rising_best_point_is_flagged():
+    def run(seed, acc, converged, gain):
+        return {"algorithm": "fedsam", "rho": 0.1, "eta": None, "lr": 0.1, "seed": seed, "accuracy": acc,
+                "convergence": {"converged": converged, "gain": gain}}
+
+    points = summarise([run(0, 0.5, True, 0.4), run(1, 0.6, False, 3.5)])
+    assert points[0]["converged"] is False and points[0]["gain"] == 3.5
+    assert summarise([run(0, 0.5, True, 0.4), run(1, 0.6, None, None)])[0]["converged"] is None
+    assert summarise([run(0, 0.5, True, 0.4), run(1, 0.6, True, -1.0)])[0]["converged"] is True
+    record = {"settings": {"dataset": "synthetic", "rounds": 4, "validation": 300}, "runs": [{"last_k": 2}] * 2,
+              "points": points, "best": best_points(points)}
+    table = sweep_table(record)
+    assert "| fedsam | 0.1 | - | 0.1 | 2 | **55.00** | 7.07 | 50.00, 60.00 | no (+3.5) |" in table
+    assert "still rising: up to +3.5 points" in table
 
 
 def test_the_grid_makes_one_point_per_setting_that_applies():
