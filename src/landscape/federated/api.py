@@ -111,7 +111,7 @@ def run_partition(checkpoint: Checkpoint, config: TrainConfig, dataset: ImageDat
     else:
         partition = make_partition(dataset.train_labels, scheme=config.partition, num_clients=config.num_clients,
                                    alpha=config.alpha, seed=config.seed, samples_per_client=config.samples_per_client,
-                                   dataset=config.dataset, num_classes=dataset.num_classes)
+                                   dataset=config.dataset, num_classes=dataset.num_classes, validation=config.validation)
         source = "rebuilt from the run's configuration"
     expected = (checkpoint.partition or {}).get("hash")
     if partition.hash != expected:

@@ -189,3 +189,16 @@ def test_every_device_gives_the_cpu_numbers(run_dir, device):
             assert a[where]["eigenvalues"] == pytest.approx(b[where]["eigenvalues"], rel=1e-4)
         assert a["update_norm"] == pytest.approx(b["update_norm"], rel=1e-4)
     assert on_device["plane"]["clients"] == on_cpu["plane"]["clients"]
+
+
+def test_the_partition_of_a_run_with_a_validation_split_is_rebuilt_with_it(tmp_path):
+    from landscape.federated.api import run_partition
+
+    run = tiny_run(tmp_path / "val", validation=100)
+    final = run / "checkpoints" / "final.pt"
+    ckpt = load_checkpoint(final)
+    saved = load_partition(run / "partition.json")
+    (run / "partition.json").unlink()  # rebuilt from the recorded recipe, validation split included
+    config = TrainConfig.from_dict(ckpt.config)
+    rebuilt = run_partition(ckpt, config, load_dataset("synthetic"), final)
+    assert rebuilt.hash == saved.hash and rebuilt.validation == 100
