@@ -17,8 +17,14 @@ partition          partition spec and content hash, or ``None``
 config             the resolved training configuration
 round              number of completed rounds
 state              training state needed to resume (server optimiser, RNG states); opaque here
+                   but for the checked keys below
 versions           library versions that wrote the file
 =================  ==========================================================================
+
+A method of :mod:`fedtrain.methods` with persistent state adds two optional keys to ``state`` (a FedAvg,
+FedSAM or FedASAM checkpoint has neither, so files written before them load unchanged):
+``method_state``, the method's server state, and ``client_states``, ``{"<client id>": client state}``; both
+nested dicts (at most :data:`MAX_STATE_DEPTH` levels) of tensors, numbers and strings, every tensor finite.
 """
 
 from __future__ import annotations
@@ -218,6 +224,34 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: torch.device 
 _FIX = "Use a checkpoint written by `landscape train` (an earlier round's checkpoint of the same run, if this one is damaged)."
 _TENSOR = Rule("a tensor", lambda v: isinstance(v, torch.Tensor))
 _STATE_DICT = mapping_rule(_TENSOR)
+MAX_STATE_DEPTH = 4  # levels of nested dicts in a method's state (FedGAMMA's {"c": {name: tensor}} has 2)
+
+
+def _state_leaf(value: Any) -> bool:
+    return value is None or isinstance(value, (torch.Tensor, str, int, float, bool))
+
+
+def _nested(value: Any, depth: int) -> bool:
+    """A dict with string keys of leaves and such dicts, at most ``depth`` levels deep."""
+    return depth > 0 and isinstance(value, Mapping) and all(
+        isinstance(k, str) and (_state_leaf(v) or _nested(v, depth - 1)) for k, v in value.items())
+
+
+_METHOD_STATE = Rule(f"a mapping (at most {MAX_STATE_DEPTH} levels) of tensors, numbers and strings",
+                     lambda v: _nested(v, MAX_STATE_DEPTH))
+_CLIENT_STATES = Rule(f"a mapping of client ids (\"0\", \"1\", ...) to mappings (at most {MAX_STATE_DEPTH} levels) of "
+                      "tensors, numbers and strings",
+                      lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and k.isdigit() and _nested(x, MAX_STATE_DEPTH)
+                                                               for k, x in v.items()))
+
+
+def _state_tensors(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a nested method state, by its dotted path (``c.fc.weight``)."""
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    if isinstance(value, Mapping):
+        return {path: t for k, v in value.items() for path, t in _state_tensors(v, f"{prefix}.{k}" if prefix else str(k)).items()}
+    return {}
 
 
 def read_torch_file(file: UntrustedFile, map_location: torch.device | str = "cpu") -> Any:
@@ -280,6 +314,10 @@ def _from_raw(raw: dict[str, Any], file: UntrustedFile) -> Checkpoint:
     file.field(state, "server_momentum", optional(_STATE_DICT), "state ", default=None)
     file.field(state, "metrics", list_of(mapping_rule()), "state ", default=[])
     file.field(state, "elapsed_seconds", number(low=0), "state ", default=0.0)
+    method_state = file.field(state, "method_state", _METHOD_STATE, "state ", default={})
+    client_states = file.field(state, "client_states", _CLIENT_STATES, "state ", default={})
+    check_finite(_state_tensors(method_state), file, "method's server state")
+    check_finite(_state_tensors(client_states), file, "method's client states")
     return Checkpoint(
         model_name=file.field(model, "name", text(MODEL_NAMES), "model "),
         model_kwargs=dict(file.field(model, "kwargs", mapping_rule(), "model ")),

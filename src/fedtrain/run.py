@@ -204,6 +204,8 @@ def _server_state(ckpt: Checkpoint) -> ServerState:
         momentum=ckpt.state.get("server_momentum"),
         swa_params=ckpt.swa_weights,
         swa_count=ckpt.swa_count,
+        method_state=dict(ckpt.state.get("method_state", {})),
+        client_states={int(k): dict(v) for k, v in ckpt.state.get("client_states", {}).items()},
     )
 
 
@@ -228,6 +230,8 @@ def _check_resumable(config: TrainConfig, ckpt: Checkpoint, path: Path, what: st
                   f"{config.model!r} with {shown_value(config.model_kwargs)} on {config.dataset!r}")
     if ckpt.round > config.rounds:
         file.fail(f"it is at round {ckpt.round}, beyond the run's {config.rounds} rounds")
+    if (unknown := sorted(int(k) for k in ckpt.state.get("client_states", {}) if int(k) >= config.num_clients)):
+        file.fail(f"it holds the method state of client(s) {unknown[:5]}, but the run has {config.num_clients} clients (0..{config.num_clients - 1})")
     if ckpt.swa_count > ckpt.round or (ckpt.swa_weights is not None and not config.swa):
         file.fail(f"it holds an SWA model of {ckpt.swa_count} collected models after {ckpt.round} rounds"
                   f"{'' if config.swa else ', but the run does not use --swa'}")
@@ -524,6 +528,9 @@ def _checkpoint(
             "rng": {"scheme": "blake2b(seed:purpose:round:client) per component; no stored generator state", "seed": config.seed},
             "device_used": device_used,
             **({"observers": log.observers} if log.observers else {}),
+            # a method's own state (fedtrain.methods); absent for the built-ins, whose files stay as they were
+            **({"method_state": state.method_state} if state.method_state else {}),
+            **({"client_states": {str(k): v for k, v in sorted(state.client_states.items())}} if state.client_states else {}),
         },
     )
 
