@@ -53,7 +53,8 @@ MODEL_NAMES: tuple[str, ...] = ("cnn", "mlp", "resnet18-gn")
 PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
 # algorithm -> local optimiser of ClientConfig; the methods themselves are in fedtrain.methods (BUILTIN_METHODS
 # holds exactly these names). A user's method is named by import path instead (package.module:Class).
-ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam", "mofedsam": "sam", "fedgamma": "sam"}
+ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam", "mofedsam": "sam", "fedgamma": "sam",
+                              "fedlesam": "sgd", "fedgloss": "sam"}  # FedLESAM: one pass a step, its perturbation is not SAM's
 OPTIMIZERS: tuple[str, ...] = tuple(dict.fromkeys(ALGORITHMS.values()))
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 # How a round draws its clients (fedtrain.server.select_clients): the toolkit's (seed, round)-derived draw, or the
@@ -61,8 +62,9 @@ SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 CLIENT_SAMPLING_SCHEMES: tuple[str, ...] = ("toolkit", "reference")
 COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round trains its clients (fedtrain.cohort)
 ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this process, or Flower nodes (fedtrain.flower)
-# paper values, CIFAR-10 (fedsam.md §2.4); MoFedSAM and FedGAMMA: FL-Simulator's --rho default (train.py)
-DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1}
+# paper values, CIFAR-10 (fedsam.md §2.4); MoFedSAM and FedGAMMA: FL-Simulator's --rho default (train.py); FedLESAM:
+# its train.py default; FedGloSS: the clients' --rho-l of the authors' paper_experiments scripts
+DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1, "fedlesam": 0.1, "fedgloss": 0.15}
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
 
