@@ -10,7 +10,7 @@ Score of a run: the mean of its last ``last_k`` evaluations (``summary.json``'s 
 Score of a point: the mean over its seeds, with the standard deviation (``ddof=1``) and the standard error.
 :data:`SELECTION_RULE` picks the best point of each algorithm and of the whole sweep.
 
-Files (``OUT/``): ``plan.json`` (the base settings and every run planned so far), ``sweep.json`` (the
+Files (``OUT/``): ``sweep-plan.json`` (the base settings and every run planned so far), ``sweep.json`` (the
 settings, every run's score, every point's mean and spread, the best points), ``sweep.md`` (the table), and,
 drawn by :mod:`landscape.plots.sweep`, ``sweep.png``/``sweep.pdf``.
 
@@ -42,10 +42,12 @@ from fedtrain.data import load_dataset
 from fedtrain.run import RunPaths, run_inputs, train
 from fedtrain.run_files import read_metrics, read_summary
 
-__all__ = ["SWEEP_FORMAT", "SELECTION_RULE", "SweepPoint", "SweepGrid", "sweep", "summarise", "best_points", "sweep_table"]
+__all__ = ["SWEEP_FORMAT", "SELECTION_RULE", "PLAN_NAME", "SweepPoint", "SweepGrid", "sweep", "summarise", "best_points",
+           "sweep_table", "read_sweep_plan"]
 
 SWEEP_FORMAT = "fedlandscape.sweep"
 PLAN_FORMAT = "fedlandscape.sweep-plan"
+PLAN_NAME = "sweep-plan.json"  # not plan.json: that names a reproduction folder (landscape info tells them apart)
 SELECTION_RULE = ("the highest mean validation accuracy over seeds (each run scored by the mean of its last k "
                   "evaluations); exact ties go to the smaller rho (the milder perturbation), then the smaller eta, "
                   "then the smaller lr")
@@ -171,24 +173,43 @@ def _run_key(point: SweepPoint, seed: int) -> str:
     return f"{point.name}-seed{seed}"
 
 
+def read_sweep_plan(path: str | os.PathLike[str]) -> tuple[TrainConfig, list[tuple[SweepPoint, int]]]:
+    """The base settings and the planned ``(point, seed)`` runs of a sweep's ``sweep-plan.json``.
+
+    Raises:
+        ConfigError: the file is unreadable or not a sweep's plan.
+    """
+    saved = read_json(path, kind=f"sweep plan ({PLAN_NAME})", error=ConfigError)
+    try:
+        if saved.get("format") != PLAN_FORMAT:
+            raise KeyError("format")
+        base = TrainConfig.from_dict({**saved["base"], "algorithm": "fedavg"})
+        runs = [(SweepPoint(str(r["algorithm"]), _optional_float(r["rho"]), _optional_float(r["eta"]), float(r["lr"])),
+                 check_seed(r["seed"])) for r in saved["runs"]]
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
+        raise ConfigError(f"{path} is not the plan of a sweep ({type(err).__name__}: {err}). Use another --out, "
+                          "or delete that file if the folder holds no sweep of yours.") from None
+    return base, runs
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a number or null, got {shown_value(value)}")
+    return float(value)
+
+
 def _plan(out: Path, base: TrainConfig, runs: list[tuple[SweepPoint, int]]) -> list[tuple[SweepPoint, int]]:
-    """Every run of the sweep in ``out``: the saved plan's runs, then the new ones; ``plan.json`` rewritten.
+    """Every run of the sweep in ``out``: the saved plan's runs, then the new ones; ``sweep-plan.json`` rewritten.
 
     Raises:
         ConfigError: ``out`` holds a sweep with other base settings, or a plan that is not a sweep's.
     """
-    plan_file = out / "plan.json"
+    plan_file = out / PLAN_NAME
     planned: list[tuple[SweepPoint, int]] = []
     if plan_file.is_file():
-        saved = read_json(plan_file, kind="sweep plan (plan.json)")
-        try:
-            if saved.get("format") != PLAN_FORMAT:
-                raise KeyError("format")
-            old_base = TrainConfig.from_dict({**saved["base"], "algorithm": "fedavg"})
-            planned = [(SweepPoint(r["algorithm"], r["rho"], r["eta"], float(r["lr"])), int(r["seed"])) for r in saved["runs"]]
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
-            raise ConfigError(f"{plan_file} is not the plan of a sweep ({type(err).__name__}: {err}). Use another --out, "
-                              "or delete that file if the folder holds no sweep of yours.") from None
+        old_base, planned = read_sweep_plan(plan_file)
         new, old = _base_record(base), _base_record(old_base)
         changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
         if changed:
@@ -360,7 +381,7 @@ def sweep(
         base: the settings every run shares (preset, rounds, data, ``validation > 0``); each run takes the
             point's algorithm, rho, eta, lr and its seed from the grid.
         grid: the points and seeds.
-        out: the sweep folder (``plan.json``, ``sweep.json``, ``sweep.md``, ``runs/``).
+        out: the sweep folder (``sweep-plan.json``, ``sweep.json``, ``sweep.md``, ``runs/``).
         threads: torch CPU threads of every run (``None``: torch's choice, or a resumed run's recorded count).
         progress: the sweep's progress (:class:`~fedtrain.progress.Progress` events, stage ``"sweep"``).
         log: called with one line per run started, skipped or finished.

@@ -20,12 +20,13 @@ from fedtrain.errors import DataFormatError, LandscapeError
 from fedtrain.io import read_json
 from fedtrain.run import RunPaths
 from fedtrain.run_files import read_metrics, read_run_config, read_summary
+from fedtrain.sweep import PLAN_NAME, read_sweep_plan
 from landscape.hessian.analysis import read_report
 from landscape.reproduction_files import read_history, read_plan
 
 __all__ = ["ArtefactInfo", "KINDS", "describe"]
 
-KINDS = ("checkpoint", "state_dict", "run", "surface", "hessian-report", "reproduction")
+KINDS = ("checkpoint", "state_dict", "run", "surface", "hessian-report", "reproduction", "sweep")
 # Settings of a run that say which method it is; the rest of its configuration is in config.json.
 _METHOD_KEYS = ("algorithm", "rho", "eta", "swa", "swa_start", "swa_c", "swa_lr", "swa_collect", "lr", "batch_size",
                 "local_epochs", "weight_decay", "momentum", "server_lr", "server_momentum", "rounds", "clients_per_round")
@@ -71,6 +72,8 @@ def describe(path: str | os.PathLike[str]) -> ArtefactInfo:
     if target.is_dir():
         if (target / "plan.json").is_file() and (target / "runs").is_dir():
             return _reproduction(target)
+        if (target / PLAN_NAME).is_file():
+            return _sweep(target)
         if RunPaths(target).config.is_file():
             return _run(target)
     elif target.suffix == ".npz":
@@ -84,7 +87,7 @@ def describe(path: str | os.PathLike[str]) -> ArtefactInfo:
     raise DataFormatError(
         f"{target} is not something this toolkit wrote: landscape info reads checkpoints and plain state_dicts (.pt), "
         "training run directories (with config.json), surface.npz files, Hessian reports (the JSON of landscape "
-        "hessian) and reproduction folders (with plan.json and runs/). Point it at one of those."
+        f"hessian), reproduction folders (with plan.json and runs/) and sweep folders (with {PLAN_NAME}). Point it at one of those."
     )
 
 
@@ -245,3 +248,21 @@ def _reproduction(folder: Path) -> ArtefactInfo:
     if (figures / "results.md").is_file():
         headline["results"] = str(figures / "results.md")
     return ArtefactInfo("reproduction", str(folder), complete, status, made, headline)
+
+
+def _sweep(folder: Path) -> ArtefactInfo:
+    base, planned = read_sweep_plan(folder / PLAN_NAME)
+    folders = [folder / "runs" / f"{point.name}-seed{seed}" for point, seed in planned]
+    finished = sum(RunPaths(f).summary.is_file() for f in folders)
+    record = read_json(folder / "sweep.json") if (folder / "sweep.json").is_file() else {}
+    complete = finished == len(planned) and len(record.get("runs", [])) == len(planned)
+    status = "complete" if complete else (f"{finished} of {len(planned)} runs trained (continue with landscape sweep "
+                                          f"and the same settings, --out {folder})")
+    made = {"preset": base.preset, "dataset": base.dataset, "rounds": base.rounds, "validation": base.validation,
+            "points": len({point for point, _ in planned}), "seeds": sorted({seed for _, seed in planned}),
+            "runs_planned": len(planned)}
+    headline: dict[str, Any] = {"runs_trained": finished}
+    for name, best in record.get("best", {}).get("per_algorithm", {}).items():
+        values = " ".join(f"{k}={best[k]:g}" for k in ("rho", "eta", "lr") if best.get(k) is not None)
+        headline[f"best {name}"] = f"{values}: {100 * best['mean']:.2f}% validation accuracy over {best['n']} seed(s)"
+    return ArtefactInfo("sweep", str(folder), complete, status, made, headline)

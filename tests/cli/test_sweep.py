@@ -41,7 +41,7 @@ def test_a_sweep_writes_its_table_record_and_figure_and_prints_the_best(tmp_path
     assert f"best fedsam: rho={best['rho']:g} lr=0.1: {100 * best['mean']:.2f} %" in result.output
     assert "best fedavg: lr=0.1:" in result.output
     assert "| fedsam | 0.05 | - | 0.1 | 1 |" in result.output  # the table, as sweep.md
-    assert all((out / name).is_file() for name in ("sweep.md", "sweep.png", "sweep.pdf", "plan.json"))
+    assert all((out / name).is_file() for name in ("sweep.md", "sweep.png", "sweep.pdf", "sweep-plan.json"))
     assert len(list((out / "runs").iterdir())) == 3 and record["settings"]["validation"] == 300
     again = CliRunner().invoke(main, ["sweep", "--config", tiny, "--algorithm", "fedavg,fedsam", "--rho", "0.05,0.5",
                                       "--rounds", "4", "--validation", "300", "--threads", "1", "--device", "cpu",

@@ -123,3 +123,19 @@ def test_cli_prints_text_or_json_and_errors_exit_1(artefacts, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     result = CliRunner().invoke(main, ["info", str(tmp_path / "x.txt")])
     assert result.exit_code == 1 and "is not something this toolkit wrote" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_sweep_folder_lists_its_runs_and_best_points_and_a_cut_one_is_incomplete(tmp_path):
+    from fedtrain.sweep import SweepGrid, sweep
+
+    base = TrainConfig(dataset="synthetic", model="mlp", model_kwargs={"hidden": [2]}, partition="iid", num_clients=4,
+                       samples_per_client=20, clients_per_round=2, rounds=2, batch_size=10, lr=0.1, eval_every=1,
+                       last_k=1, validation=200, device="cpu")
+    record = sweep(base, SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5)), tmp_path / "s")
+    info = describe(tmp_path / "s")
+    best = record["best"]["per_algorithm"]["fedsam"]
+    assert info.kind == "sweep" and info.complete and info.made["runs_planned"] == 2 and info.made["validation"] == 200
+    assert info.headline["best fedsam"].startswith(f"rho={best['rho']:g} lr=0.1: {100 * best['mean']:.2f}%")
+    shutil.rmtree(tmp_path / "s" / "runs" / "fedsam_rho0.5_lr0.1-seed0")
+    cut = describe(tmp_path / "s")
+    assert not cut.complete and cut.status.startswith("1 of 2 runs trained")
