@@ -473,6 +473,11 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     trace = file.field(report, "trace", optional(mapping_rule()), default=None) or {}
     file.field(trace, "estimate", optional(number()), "trace ", default=None)
     file.field(trace, "stderr", optional(number(low=0)), "trace ", default=None)
+    # over several data subsets (landscape.hessian.subsets): the standard errors the results table reads
+    file.field(trace, "subset_stderr", optional(number(low=0)), "trace ", default=None)
+    file.field(report, "eigenvalues_stderr", optional(list_of(optional(number(low=0)))), default=None)
+    subsets = file.field(report, "subsets", optional(mapping_rule()), default=None) or {}
+    file.field(subsets, "ratio_stderr", optional(number(low=0)), "subsets ", default=None)
     for key in ("config", "hvps", "seconds", "errors"):
         file.field(report, key, optional(mapping_rule()), default=None)
     file.field(report, "converged", optional(list_of(optional(Rule("true or false", lambda v: isinstance(v, bool))))), default=None)

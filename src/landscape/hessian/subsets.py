@@ -35,6 +35,7 @@ from fedtrain._seeds import derive_seed
 from fedtrain.data import ImageDataset, subset_indices
 from fedtrain.errors import ConfigError
 from fedtrain.progress import Progress, ProgressCallback, report
+from landscape.hessian.lanczos import flatness_ratio
 from landscape.hessian.trace import mean_and_stderr
 from landscape.settings import HessianSettings
 
@@ -148,7 +149,9 @@ def combine_subsets(reports: Sequence[dict[str, Any]], seeds: Sequence[int], num
       estimator noise together), ``num_matvecs`` the products over all subsets;
     * ``density``: subset 0's; ``hvps``/``seconds``: summed over the subsets (``seconds`` without ``total``);
     * ``subsets``: ``count``, ``num_examples``, the estimator ``seeds``, and per subset ``eigenvalues``,
-      ``converged``, ``traces``, ``trace_stderrs``, ``hvps`` and ``seconds``; ``density_from``: ``0``.
+      ``converged``, ``traces``, ``trace_stderrs``, ``hvps`` and ``seconds``; ``density_from``: ``0``; ``ratios``,
+      each subset's lambda_1 / lambda_k, and ``ratio_stderr``, their ``s / sqrt(K)`` (the error of the report's
+      ``ratio``, the ratio of the mean eigenvalues, to first order).
 
     Raises:
         ConfigError: fewer than two subsets, or subsets with different numbers of eigenvalues.
@@ -171,6 +174,7 @@ def combine_subsets(reports: Sequence[dict[str, Any]], seeds: Sequence[int], num
         trace = {**reports[0]["trace"], "estimate": mean, "stderr": _stderr_of_mean([r["trace"]["stderr"] for r in reports]),
                  "num_matvecs": sum(r["trace"]["num_matvecs"] for r in reports), "subset_stderr": _finite_or_none(spread),
                  "subsets": count}
+    ratios = [flatness_ratio(r["eigenvalues"]) if None not in r["eigenvalues"] else None for r in reports]
     hvps = {key: sum(r["hvps"].get(key, 0) for r in reports) for key in reports[0]["hvps"]}
     seconds = {key: math.fsum(r["seconds"].get(key, 0.0) for r in reports) for key in reports[0]["seconds"] if key != "total"}
     return {
@@ -186,6 +190,7 @@ def combine_subsets(reports: Sequence[dict[str, Any]], seeds: Sequence[int], num
         "subsets": {
             "count": count, "num_examples": num_examples, "seeds": list(seeds), "density_from": 0,
             "eigenvalues": [r["eigenvalues"] for r in reports],
+            "ratios": ratios, "ratio_stderr": _mean_stderr_or_none(ratios)[1],
             "converged": [r["converged"] for r in reports],
             "traces": None if trace is None else [r["trace"]["estimate"] for r in reports],
             "trace_stderrs": None if trace is None else [r["trace"]["stderr"] for r in reports],

@@ -13,7 +13,9 @@ Figures (PNG and PDF each):
 6. ``results.md`` / ``results.csv``: accuracy, lambda_1, lambda_1/lambda_5, trace +- stderr per algorithm
    and split, with the number of seeds and their spread (std over seeds) when more than one, and each
    group's convergence check (:mod:`fedtrain.convergence`; recomputed from ``metrics.jsonl`` for runs
-   whose summary predates it); the rows keep every seed's numbers for paired comparisons.
+   whose summary predates it); the rows keep every seed's numbers for paired comparisons, and the standard
+   errors over disjoint data subsets of runs whose Hessian was measured on several (``lambda_1_stderr``,
+   ``ratio_stderr``, ``trace_stderr``; :mod:`landscape.hessian.subsets`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -185,6 +188,16 @@ def _per_seed(group: Sequence[RunRecord]) -> dict[str, dict[int, Any]]:
     }
 
 
+def _data_stderr(stderrs: Sequence[float | None]) -> float | None:
+    """Standard error of a mean over seeds from each run's error over its data subsets: ``sqrt(sum se_i^2) / n``.
+
+    ``None`` unless every run was measured on several disjoint subsets (``landscape hessian --subsets``).
+    """
+    if not stderrs or any(s is None for s in stderrs):
+        return None
+    return math.sqrt(math.fsum(s * s for s in stderrs)) / len(stderrs)  # type: ignore[operator]
+
+
 def _all_converged(flags: Sequence[bool | None]) -> bool | None:
     """False if any seed failed the check, True if every seed passed it, else None (too few evaluations to tell)."""
     return False if False in flags else None if None in flags else True
@@ -194,7 +207,11 @@ def results_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """One row per (split, algorithm): means over seeds and, with several seeds, their standard deviation.
 
     ``accuracy`` is each run's mean test accuracy over its last evaluations (the paper's metric);
-    ``trace_stderr`` is the estimator's standard error for one seed, the spread over seeds otherwise.
+    ``trace_stderr`` is, for one seed, the standard error over disjoint data subsets when the Hessian was measured
+    on several (``HessianSettings.subsets > 1``: data and estimator noise) and else the Hutch++ estimator's own;
+    the spread over seeds otherwise. ``lambda_1_stderr`` and ``ratio_stderr`` are the standard errors of the
+    mean over seeds that the data subsets give (:func:`_data_stderr`; ``None`` without subsets): with one seed,
+    the error of that run's lambda_1 and lambda_1/lambda_k over its subsets.
     ``per_seed`` keeps every run's numbers by seed (accuracy, lambda_1, ratio, trace and its convergence
     check's ``gain``, ``gain_stderr``, ``converged``) for paired comparisons; ``converged`` is the group's
     worst case (False if any seed's run was still rising) and ``gain`` the largest gain over its seeds, in
@@ -207,13 +224,16 @@ def results_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         ratio = _mean_spread([(r.hessian or {}).get("ratio") for r in group])
         traces = [((r.hessian or {}).get("trace") or {}) for r in group]
         trace = _mean_spread([t.get("estimate") for t in traces])
-        trace_err = trace[1] if len(group) > 1 else (traces[0].get("stderr") if traces else None)
+        subset_err = traces[0].get("subset_stderr") if traces else None
+        trace_err = trace[1] if len(group) > 1 else subset_err if subset_err is not None else (traces[0].get("stderr") if traces else None)
         top_k = len((group[0].hessian or {}).get("eigenvalues", [])) or None
         per_seed = _per_seed(group)
         rows.append({
             "split": split, "algorithm": algorithm, "seeds": len(group),
             "accuracy": accuracy[0], "accuracy_std": accuracy[1],
             "lambda_1": lam1[0], "lambda_1_std": lam1[1],
+            "lambda_1_stderr": _data_stderr([((r.hessian or {}).get("eigenvalues_stderr") or [None])[0] for r in group]),
+            "ratio_stderr": _data_stderr([((r.hessian or {}).get("subsets") or {}).get("ratio_stderr") for r in group]),
             "top_k": top_k, "ratio": ratio[0], "ratio_std": ratio[1],
             "trace": trace[0], "trace_stderr": trace_err,
             "last_k": group[0].summary.get("last_k"),
@@ -245,17 +265,20 @@ def write_results_table(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[P
     k = next((r["top_k"] for r in rows if r["top_k"]), 5)
     window = next((r["convergence_window"] for r in rows if r.get("convergence_window")), DEFAULT_WINDOW)
     lines = [
-        f"| split | algorithm | seeds | test accuracy (%) | λ_1 | λ_1/λ_{k} | trace ± stderr | accuracy gain, last {window:.0%} of rounds |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| split | algorithm | seeds | test accuracy (%) | λ_1 | λ_1 stderr, data | λ_1/λ_{k} | trace ± stderr | "
+        f"accuracy gain, last {window:.0%} of rounds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['split']} | {r['algorithm']} | {r['seeds']} | {_fmt(r['accuracy'], r['accuracy_std'], pct=True)} | "
-            f"{_fmt(r['lambda_1'], r['lambda_1_std'])} | {_fmt(r['ratio'], r['ratio_std'], 2)} | "
+            f"{_fmt(r['lambda_1'], r['lambda_1_std'])} | {_fmt(r.get('lambda_1_stderr'))} | {_fmt(r['ratio'], r['ratio_std'], 2)} | "
             f"{_fmt(r['trace'], r['trace_stderr'], 1)} | {_gain_cell(r)} |"
         )
     note = ("\nAccuracy: mean test accuracy over each run's last evaluations; with several seeds, ± is the standard "
-            "deviation over seeds, otherwise the trace's ± is the Hutch++ standard error. Accuracy gain: the fitted "
+            "deviation over seeds, otherwise the trace's ± is its standard error over the disjoint data subsets the Hessian "
+            "was measured on (or the Hutch++ standard error with one subset). λ_1 stderr, data: the standard error of λ_1 "
+            "over those subsets (of the mean over seeds; n/a with one subset). Accuracy gain: the fitted "
             "rise of test accuracy over the last rounds (fedtrain.convergence), the largest over the seeds; "
             "'still rising' when it reaches the threshold.\n")
     md, csv_path = out_dir / "results.md", out_dir / "results.csv"

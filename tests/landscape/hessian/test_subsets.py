@@ -190,3 +190,11 @@ def test_combine_needs_two_subsets_of_equal_width():
         combine_subsets([row], [0], 10)
     with pytest.raises(ConfigError, match="different numbers of eigenvalues"):
         combine_subsets([row, {**row, "eigenvalues": [1.0, 0.5]}], [0, 1], 10)
+
+
+def test_the_ratio_error_is_the_spread_of_the_per_subset_ratios(checkpoint_path):
+    report = analyze_checkpoint(checkpoint_path, HessianSettings(**{**SMALL.to_dict(), "subsets": 3, "density": False}))
+    ratios = [row[0] / row[-1] for row in report.subsets["eigenvalues"]]
+    assert report.subsets["ratios"] == pytest.approx(ratios, rel=1e-12)
+    assert report.subsets["ratio_stderr"] == pytest.approx(statistics.stdev(ratios) / math.sqrt(3), rel=1e-12)
+    assert report.ratio == pytest.approx(report.eigenvalues[0] / report.eigenvalues[-1], rel=1e-12)
