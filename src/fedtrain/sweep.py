@@ -399,6 +399,10 @@ def sweep(
                           "would leave no unbiased test accuracy.")
     say = log or (lambda line: None)
     root = Path(out)
+    for name, what in (("plan.json", "a reproduction"), ("config.json", "a training run")):
+        if (root / name).is_file():
+            raise ConfigError(f"{root} holds {what} ({name}); a sweep writes its own runs/ and files, which would mix with it. "
+                              "Choose another --out.")
     points = grid.points(base)
     # Before anything is written: every run's settings are valid, and every seed's partition fits what the
     # validation split leaves (the partition depends on the seed, not on the point).

@@ -196,3 +196,16 @@ def test_the_whole_sweep_is_one_progress_stage_with_the_running_runs_round_loss_
     again = []
     sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5)), tmp_path / "a", progress=again.append)
     assert [e.done for e in again] == [0, 1, 2]  # both runs finished: counted, nothing trained
+
+
+def test_a_damaged_plan_or_a_folder_of_another_kind_is_refused(tmp_path):
+    grid = SweepGrid(algorithms=("fedsam",), rhos=(0.1,))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "sweep-plan.json").write_text('{"format": "fedlandscape.sweep-plan", "base": {}, "runs": [{"rho": 1}]}')
+    with pytest.raises(ConfigError, match=r"sweep-plan.json is not the plan of a sweep \(KeyError"):
+        sweep(base(), grid, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "plan.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"holds a reproduction \(plan.json\).*Choose another --out"):
+        sweep(base(), grid, tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["plan.json"]
