@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
+from tests.cli.test_train import _restore_threads  # noqa: F401 (autouse fixture: --threads changes this process's count)
 
 TINY = """dataset: synthetic
 model: mlp

@@ -14,15 +14,7 @@ from fedtrain.holdout import evaluation_set, evaluation_split, holdout_indices, 
 from fedtrain.partition import load_partition, make_partition, save_partition
 from fedtrain.run import TIMING_FIELDS, train
 from tests.conftest import write_learnable_mnist_like
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.fedtrain.test_run import _one_thread  # noqa: F401 (autouse fixture: one torch thread, restored)
 
 
 def test_holdout_is_a_seeded_sorted_draw_without_repeats():

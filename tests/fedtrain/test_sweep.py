@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
@@ -14,15 +13,7 @@ from fedtrain.io import read_json
 from fedtrain.run_files import read_summary
 from fedtrain.sweep import SweepGrid, SweepPoint, best_points, summarise, sweep, sweep_table
 from tests.conftest import write_learnable_mnist_like
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.fedtrain.test_run import _one_thread  # noqa: F401 (autouse fixture: one torch thread, restored)
 
 
 def base(**changes) -> TrainConfig:
