@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from fedlandscape_cli import main
-from fedtrain.checkpoint import Checkpoint, save_checkpoint
-from fedtrain.models import build_model
+from tests.cli.test_hessian import checkpoint  # noqa: F401 (the tiny MLP checkpoint fixture)
 from tests.landscape.hessian.cases import single_threaded  # noqa: F401 (autouse fixture)
 
 QUICK = ["--samples", "100", "--batch-size", "50", "--top-k", "2", "--trace-matvecs", "9", "--no-density", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    kwargs = {"input_shape": [1, 16, 16], "num_classes": 10, "hidden": [4]}
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    save_checkpoint(Checkpoint(model_name="mlp", model_kwargs=kwargs, weights=build_model("mlp", seed=0, **kwargs).state_dict(),
-                               dataset="synthetic"), path)
-    return path
 
 
 def test_subsets_report_the_mean_and_standard_error_and_the_first_subset_is_the_one_of_before(checkpoint, tmp_path):
