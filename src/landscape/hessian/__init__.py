@@ -7,5 +7,7 @@ Lanczos recurrence) -> ``lanczos`` / ``power`` / ``trace`` / ``density`` (estima
 checkpoint, from a :class:`~landscape.settings.HessianSettings`). ``exact``, the dense oracle of the
 tests, imports none of them. ``ggn`` (the generalised Gauss-Newton and empirical Fisher operators) sits
 beside ``operator``; ``measures`` (flatness beyond eigenvalues) above the estimators and below
-``analysis``; ``tracking`` (sharpness during training, a :mod:`fedtrain.observers` observer) above ``analysis``.
+``analysis``; ``subsets`` (disjoint seeded data subsets, their settings and the mean +- standard error over
+them) above ``trace`` and below ``analysis``; ``tracking`` (sharpness during training, a :mod:`fedtrain.observers`
+observer) above ``analysis``.
 """
