@@ -227,40 +227,45 @@ class _SweepProgress:
     """The whole sweep as one ``"sweep"`` progress stage in runs, its detail the running run's round and loss.
 
     ETA: every run has the same rounds, so seconds left = rounds left (the running run's and the runs still to
-    train) x the seconds per round trained so far in this session.
+    train) x the seconds per round trained so far in this session (rounds a resumed run had done before excluded).
     """
 
     def __init__(self, total: int, rounds: int, listener: ProgressCallback | None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.total, self.rounds, self.listener, self.clock = total, rounds, listener, clock
         self.done = 0
         self.to_train = 0  # runs not yet started, the running one excluded
-        self.trained_rounds = 0
+        self.trained_rounds = 0  # rounds trained in this session by the finished runs, and their seconds
         self.seconds = 0.0
-        self._run: tuple[int, str, float, int] | None = None  # index, label, start, first round of this session
+        self._label = ""
+        self._start = 0.0
+        self._first: int | None = None  # rounds the running run had done when this session started it
+        self._last = 0
 
     def begin(self) -> None:
         """The stage's first event (``done=0``), as every progress stage starts."""
         self._report("")
 
     def start(self, index: int, label: str, to_train: int) -> None:
-        self._run, self.to_train = (index, label, self.clock(), 0), to_train
-        self._report(f"run {index}/{self.total} {label}")
+        """Run ``index`` (1-based) starts; ``to_train`` runs are still to train after it."""
+        self._label, self._start, self._first, self.to_train = f"run {index}/{self.total} {label}", self.clock(), None, to_train
+        self._report(self._label)
 
     def train_event(self, event: dict[str, Any]) -> None:
-        index, label, start, first = self._run  # type: ignore[misc]
+        """A round of the running run (``fedtrain.run.train``'s dict event)."""
         done = int(event["round"])
-        if first == 0:
-            first = done - 1
-            self._run = (index, label, start, first)
-        rate = (self.clock() - start + self.seconds) / max(done - first + self.trained_rounds, 1)
+        if self._first is None:
+            self._first = done - 1
+        self._last = done
+        rounds_here = self.trained_rounds + done - self._first
+        rate = (self.seconds + self.clock() - self._start) / rounds_here
         eta = rate * (self.rounds - done + self.to_train * self.rounds)
-        self._report(f"run {index}/{self.total} {label}, round {done}/{event['rounds']}, loss {event['train_loss']:.4f}", eta)
+        self._report(f"{self._label}, round {done}/{event['rounds']}, loss {event['train_loss']:.4f}", eta)
 
-    def finish(self, trained: bool, rounds: int) -> None:
-        if trained and self._run is not None:
-            self.seconds += self.clock() - self._run[2]
-            self.trained_rounds += rounds
-        self._run = None
+    def finish(self, trained: bool) -> None:
+        """The running run (``trained``) or a finished one (skipped) is done."""
+        if trained and self._first is not None:
+            self.seconds += self.clock() - self._start
+            self.trained_rounds += self._last - self._first
         self.done += 1
         self._report("")
 
@@ -421,14 +426,14 @@ def sweep(
         label = f"{point.label} seed {seed}"
         if done:
             say(f"[sweep] run {index}/{len(planned)} {label}: done already, skipped")
-            meter.finish(False, 0)
+            meter.finish(False)
             continue
         resumed = RunPaths(folder).config.is_file()
         say(f"[sweep] run {index}/{len(planned)} {label}{' (resumed)' if resumed else ''} ...")
         meter.start(index, label, sum(1 for d in finished[index:] if not d))
         before = time.perf_counter()
         summary = train(point.config(base, seed), folder, resume=resumed, threads=threads, progress=meter.train_event)
-        meter.finish(True, base.rounds)
+        meter.finish(True)
         say(f"[sweep] run {index}/{len(planned)} {label}: validation accuracy {100 * summary['last_k_mean_accuracy']:.2f}% "
             f"(mean of the last {summary['last_k']} evaluations), {time.perf_counter() - before:.1f} s")
     runs = [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}", **_score(f, base.rounds)}

@@ -200,3 +200,27 @@ def test_a_damaged_plan_or_a_folder_of_another_kind_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"holds a reproduction \(plan.json\).*Choose another --out"):
         sweep(base(), grid, tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["plan.json"]
+
+
+def test_the_eta_is_the_rounds_left_at_the_seconds_per_round_trained_in_this_session():
+    from fedtrain.sweep import _SweepProgress
+
+    now = [0.0]
+    events = []
+    meter = _SweepProgress(total=3, rounds=4, listener=events.append, clock=lambda: now[0])
+    meter.begin()
+    meter.finish(False)  # run 1 finished before: no time, no rounds
+    meter.start(2, "fedsam rho=0.1 lr=0.1 seed 0", to_train=1)
+    for round_, t in ((1, 1.0), (2, 2.0)):
+        now[0] = t
+        meter.train_event({"round": round_, "rounds": 4, "train_loss": 0.5})
+    assert events[-1].eta == pytest.approx(6.0)  # 1 s a round: 2 rounds of this run + 4 of the next
+    now[0] = 4.0
+    meter.train_event({"round": 4, "rounds": 4, "train_loss": 0.5})
+    meter.finish(True)
+    now[0] = 10.0
+    meter.start(3, "fedsam rho=0.5 lr=0.1 seed 0", to_train=0)  # resumed at round 2: its first 2 rounds not counted
+    now[0] = 13.0
+    meter.train_event({"round": 3, "rounds": 4, "train_loss": 0.5})
+    assert events[-1].eta == pytest.approx(7.0 / 5 * 1)  # (4 s + 3 s) / (4 + 1) rounds, 1 round left
+    assert events[-1].detail == "run 3/3 fedsam rho=0.5 lr=0.1 seed 0, round 3/4, loss 0.5000"
