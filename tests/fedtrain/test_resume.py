@@ -31,18 +31,23 @@ def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
 
 
-def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    proc = subprocess.Popen(landscape(*ARGS, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest.pt"
+def kill_after(args: list[str], run: Path, round: int, env: dict[str, str]) -> int:
+    """Start ``landscape train ARGS --out RUN``, SIGKILL it once ``latest.pt`` is at ``round`` or later; the round it holds."""
+    proc = subprocess.Popen(landscape(*args, "--out", str(run)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "checkpoints" / "latest.pt"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (latest.exists() and load_checkpoint(latest).round >= 30):
+    while time.monotonic() < deadline and not (latest.exists() and load_checkpoint(latest).round >= round):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    interrupted_at = load_checkpoint(latest).round
+    return load_checkpoint(latest).round
+
+
+def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    interrupted_at = kill_after(ARGS, killed, 30, env)
     assert 30 <= interrupted_at < 90 and not (killed / "summary.json").exists()  # really interrupted mid-run
 
     resumed = subprocess.run(landscape("--resume", str(killed)), env=env, capture_output=True, text=True, timeout=120)
