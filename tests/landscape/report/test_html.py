@@ -172,3 +172,18 @@ def test_chromium_loads_the_page_and_finds_the_figures_and_the_table(tmp_path):
     for colour in (RED, BLUE):
         rgb = np.round(np.array(colour) * 255).astype(int)
         assert int(np.all(np.abs(pixels - rgb) <= 2, axis=-1).sum()) >= 0.95 * 300 * 150, colour
+
+
+def test_versions_name_the_libraries_and_the_commit_or_say_unknown(monkeypatch):
+    import landscape.report.html as page_module
+    from landscape.report.html import report_versions
+
+    versions = report_versions()
+    assert {"fedlandscape", "torch", "numpy", "python", "torch_threads", "git_commit"} <= set(versions)
+    assert re.fullmatch(r"[0-9a-f]{40}( \(with uncommitted changes\))?|unknown", versions["git_commit"])
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(page_module.subprocess, "run", no_git)
+    assert report_versions()["git_commit"] == "unknown"
