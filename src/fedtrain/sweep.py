@@ -316,16 +316,40 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def best_points(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The best point overall and per algorithm, by :data:`SELECTION_RULE`: ``{"overall": point, "per_algorithm": {name: point}}``."""
-    def key(p: Mapping[str, Any]) -> tuple:
-        return (p["mean"], -(p["rho"] or 0.0), -(p["eta"] or 0.0), -p["lr"])
+def _rank(p: Mapping[str, Any]) -> tuple:
+    """:data:`SELECTION_RULE` as a sort key (larger is better)."""
+    return (p["mean"], -(p["rho"] or 0.0), -(p["eta"] or 0.0), -p["lr"])
 
-    per = {}
+
+def best_points(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The best point overall and per algorithm, by :data:`SELECTION_RULE`, and each best point's margin over its runner-up.
+
+    Returns:
+        ``{"overall": point, "per_algorithm": {name: point}, "margins": {name: margin}}``; a margin (for an
+        algorithm with two points or more) compares the best point with the next one by the same rule, paired
+        by seed: ``{"runner_up": {algorithm, rho, eta, lr}, "difference": mean of best - runner-up over the
+        seeds both have, "stderr": its standard error (``None`` below 2 paired seeds), "n": paired seeds}``.
+        A difference within a few standard errors does not single out the best radius.
+    """
+    per: dict[str, Mapping[str, Any]] = {}
     for p in points:
-        if p["algorithm"] not in per or key(p) > key(per[p["algorithm"]]):
+        if p["algorithm"] not in per or _rank(p) > _rank(per[p["algorithm"]]):
             per[p["algorithm"]] = p
-    return {"overall": max(points, key=key) if points else None, "per_algorithm": per}
+    margins = {}
+    for name, best in per.items():
+        others = [p for p in points if p["algorithm"] == name and p is not best]
+        if others:
+            margins[name] = _margin(best, max(others, key=_rank))
+    return {"overall": max(points, key=_rank) if points else None, "per_algorithm": per, "margins": margins}
+
+
+def _margin(best: Mapping[str, Any], runner_up: Mapping[str, Any]) -> dict[str, Any]:
+    """``best`` minus ``runner_up``, paired by seed (the same partition and validation split on both sides)."""
+    theirs = dict(zip(runner_up["seeds"], runner_up["accuracies"]))
+    differences = [a - theirs[s] for s, a in zip(best["seeds"], best["accuracies"]) if s in theirs]
+    stderr = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else None
+    return {"runner_up": {k: runner_up[k] for k in ("algorithm", "rho", "eta", "lr")},
+            "difference": statistics.fmean(differences) if differences else None, "stderr": stderr, "n": len(differences)}
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -360,6 +384,11 @@ def sweep_table(record: Mapping[str, Any]) -> str:
     for name, p in record["best"]["per_algorithm"].items():
         spread = "" if p["std"] is None else f" ± {100 * p['std']:.2f}"
         lines.append(f"* {name}: {_label(p)}: {100 * p['mean']:.2f}{spread} % over {p['n']} seed(s)")
+        margin = record["best"].get("margins", {}).get(name)
+        if margin is not None and margin["difference"] is not None:
+            spread = "" if margin["stderr"] is None else f" ± {100 * margin['stderr']:.2f} (standard error)"
+            lines.append(f"  ahead of the runner-up {_label(margin['runner_up'])} by {100 * margin['difference']:+.2f}{spread} "
+                         f"points, paired over {margin['n']} seed(s)")
         if p.get("converged") is False:
             lines.append(f"  (still rising: up to {p['gain']:+.1f} points over the last part of its runs; a longer "
                          "budget may rank the settings differently)")

@@ -224,3 +224,15 @@ def test_the_eta_is_the_rounds_left_at_the_seconds_per_round_trained_in_this_ses
     meter.train_event({"round": 3, "rounds": 4, "train_loss": 0.5})
     assert events[-1].eta == pytest.approx(7.0 / 5 * 1)  # (4 s + 3 s) / (4 + 1) rounds, 1 round left
     assert events[-1].detail == "run 3/3 fedsam rho=0.5 lr=0.1 seed 0, round 3/4, loss 0.5000"
+
+
+def test_the_best_points_margin_over_its_runner_up_is_paired_by_seed():
+    runs = [{"algorithm": "fedsam", "rho": rho, "eta": None, "lr": 0.1, "seed": s, "accuracy": a}
+            for rho, s, a in ((0.1, 0, 0.70), (0.1, 1, 0.60), (0.1, 2, 0.65), (0.2, 0, 0.66), (0.2, 1, 0.58),
+                              (0.2, 2, 0.62), (0.5, 0, 0.1), (0.5, 1, 0.1), (0.5, 2, 0.1))]
+    best = best_points(summarise(runs))
+    margin = best["margins"]["fedsam"]
+    assert margin["runner_up"] == {"algorithm": "fedsam", "rho": 0.2, "eta": None, "lr": 0.1} and margin["n"] == 3
+    assert margin["difference"] == pytest.approx(0.03)  # differences 0.04, 0.02, 0.03
+    assert margin["stderr"] == pytest.approx(0.01 / 3 ** 0.5)
+    assert best_points(summarise(runs[:3]))["margins"] == {}  # one point: no runner-up
