@@ -13,6 +13,17 @@ from fedtrain.config import ALGORITHMS, ENGINES, DATASETS, MODEL_NAMES, PARTITIO
 from fedtrain.config import CLIENT_SAMPLING_SCHEMES
 
 _FLOAT0 = click.FloatRange(min=0)
+
+
+class _AlgorithmType(click.ParamType):
+    """A built-in method's name (:data:`fedtrain.config.ALGORITHMS`) or an import path ``package.module:Class``."""
+
+    name = "algorithm"
+
+    def convert(self, value, param, ctx):
+        if value in ALGORITHMS or ":" in value:
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(map(repr, ALGORITHMS))}, nor an import path package.module:Class.", param, ctx)
 _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -30,7 +41,10 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--alpha", type=_FLOAT0, default=None, help="Dirichlet concentration (0 = one class per client).")
 @click.option("--num-clients", type=click.IntRange(min=1), default=None, help="Number of clients N.")
 @click.option("--samples-per-client", type=click.IntRange(min=1), default=None, help="Samples per client.")
-@click.option("--algorithm", type=click.Choice(tuple(ALGORITHMS)), default=None, help="Local optimiser: SGD, SAM or ASAM.")
+@click.option("--algorithm", type=_AlgorithmType(), default=None, metavar="NAME|MODULE:CLASS",
+              help=f"The federated method: {', '.join(ALGORITHMS)}, or your own as package.module:Class (README: Bring your own method).")
+@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the method (repeatable), e.g. --method-arg alpha=0.1 for mofedsam; a config file's method_args: too.")
 @click.option("--rho", type=_FLOAT0, default=None, help="SAM/ASAM radius (default 0.1 FedSAM, 0.7 FedASAM).")
 @click.option("--eta", type=_FLOAT0, default=None, help="ASAM offset eta in T = |w| + eta (default 0.2).")
 @click.option("--swa/--no-swa", default=None, help="Server-side SWA with a cyclical client lr.")
@@ -84,7 +98,7 @@ _PATH_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 @friendly_errors
 def train(preset, config_file, out, resume, overwrite, init_from, threads, track_sharpness, track_trace, engine, num_supernodes,
           quiet, **flags) -> None:
-    """Train FedAvg / FedSAM / FedASAM (+SWA) and write checkpoints, metrics and a summary.
+    """Train FedAvg / FedSAM / FedASAM / another method (+SWA) and write checkpoints, metrics and a summary.
 
     \b
     Example:
@@ -92,6 +106,7 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
       $ landscape train --resume runs/fedasam
       $ landscape train --preset paper-cifar10 --data-dir data --device cuda:0 --out runs/paper
       $ landscape train --preset quick --algorithm fedsam --engine flower --out runs/fedsam-flower
+      $ landscape train --preset quick --algorithm mymethods:FedProx --method-arg mu=0.01 --out runs/fedprox
     """
     from fedtrain.config import resolve_config
     from fedtrain.errors import ConfigError
@@ -100,6 +115,8 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
     from fedtrain.session import recorded_numerics, resume_numerics
 
     overrides = {k: v for k, v in flags.items() if v is not None and v != ()}
+    if "method_args" in overrides:
+        overrides["method_args"] = _method_args(overrides["method_args"])
     if track_sharpness is not None:
         from landscape.hessian.tracking import TRACKER_NAME
         from landscape.settings import TrackingSettings
@@ -130,6 +147,19 @@ def train(preset, config_file, out, resume, overwrite, init_from, threads, track
                         progress=progress_printer(quiet), threads=threads,
                         **({"observers": observers} if (observers := _observers(config)) else {}))
     click.echo(to_json(summary))
+
+
+def _method_args(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("alpha=0.1", ...)`` -> ``{"alpha": "0.1"}``; the method's Settings type each value (fedtrain.methods)."""
+    from fedtrain.errors import ConfigError
+
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--method-arg takes KEY=VALUE (e.g. --method-arg alpha=0.1), got {pair!r}.")
+        args[key.strip()] = value.strip()
+    return args
 
 
 def _engine(engine: str, num_supernodes: int | None):

@@ -459,6 +459,8 @@ def resolve_config(
 ) -> TrainConfig:
     """Defaults -> preset -> config file -> overrides; a ``preset`` key in the file is honoured unless ``preset`` is given.
 
+    ``method_args`` of the file and of the overrides are merged key by key (the overrides win).
+
     Raises:
         ConfigError: any invalid part.
     """
@@ -468,4 +470,7 @@ def resolve_config(
     base = dict(PRESETS[preset]) if preset is not None and preset in PRESETS else {}
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    return TrainConfig.from_dict({**base, **from_file, **dict(overrides or {}), "preset": preset})
+    merged = {**base, **from_file, **dict(overrides or {}), "preset": preset}
+    if all(isinstance(d.get("method_args"), Mapping) for d in (from_file, overrides or {})):
+        merged["method_args"] = {**from_file["method_args"], **overrides["method_args"]}  # --method-arg overrides key by key
+    return TrainConfig.from_dict(merged)

@@ -57,6 +57,7 @@ from fedtrain.evaluate import evaluate_state
 from fedtrain.holdout import evaluation_set
 from fedtrain.io import atomic_write_text, json_roundtrip, read_json, to_json, write_json
 from fedtrain.lock import LOCK_NAME, DirectoryLock
+from fedtrain.methods import check_method
 from fedtrain.models import build_model, check_model_fits, count_parameters
 from fedtrain.observers import ObserverHook, RoundObserver, check_observers
 from fedtrain.partition import Partition, make_partition, save_partition
@@ -319,6 +320,7 @@ def train(
             asked = {"device": config.device, "deterministic": config.deterministic} if given else {}
             config, threads, _ = resume_numerics(config, recorded_numerics(paths.latest), threads=threads, **asked)
         device = resolve_device(config.device)  # before the directory is touched: a missing GPU changes nothing on disk
+        check_method(config)  # likewise a method that cannot be imported or takes other settings
         _check_dir(paths, resume=resume, overwrite=overwrite)
         with run_numerics(device, deterministic=config.deterministic, threads=threads):
             return _train(config, paths, device, resume=resume, init_from=init_from, progress=progress, round_fn=round_fn,

@@ -133,8 +133,14 @@ def train_flower(
     from flwr.simulation import run_simulation
 
     from fedtrain.flower.client_app import make_client_app
+    from fedtrain.methods import load_method
 
     resolved = config if config is not None else load_run_config(out_dir)
+    if not load_method(resolved).uses_default_steps():
+        raise ConfigError(
+            f"--engine flower trains fedavg, fedsam and fedasam (its nodes run FedAvg's client update with their local "
+            f"optimiser); method {resolved.algorithm!r} has a client update or server step of its own. Use --engine native."
+        )
     nodes = resolved.num_clients if num_supernodes is None else num_supernodes
     if nodes < resolved.num_clients:
         raise ConfigError(f"num_supernodes ({nodes}) must be at least num_clients ({resolved.num_clients}): each virtual "

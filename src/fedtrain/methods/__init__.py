@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedtrain.methods.base import ClientContext, Method, MethodState, NoSettings, ServerContext, fedopt_step
-from fedtrain.methods.registry import BUILTIN_METHODS, load_method, method_class
+from fedtrain.methods.registry import BUILTIN_METHODS, check_method, load_method, method_class
 
 __all__ = [
     "Method",
@@ -15,4 +15,5 @@ __all__ = [
     "BUILTIN_METHODS",
     "method_class",
     "load_method",
+    "check_method",
 ]

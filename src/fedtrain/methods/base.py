@@ -141,6 +141,11 @@ class Method:
         """
         return cls(settings_from_args(cls.Settings, args, cls.name))
 
+    @classmethod
+    def uses_default_steps(cls) -> bool:
+        """Whether the method keeps FedAvg's client update and server step (FedAvg, FedSAM, FedASAM: only the local optimiser differs)."""
+        return cls.client_update is Method.client_update and cls.server_step is Method.server_step
+
     def vmap_refusal(self) -> str | None:
         """Why ``--cohort vmap`` cannot train this method's clients, or ``None`` when it can (:attr:`supports_vmap`)."""
         if self.supports_vmap:

@@ -12,7 +12,7 @@ from fedtrain.methods.fedlesam import FedLESAM
 from fedtrain.methods.mofedsam import MoFedSAM
 from fedtrain.plugins import is_import_path, resolve
 
-__all__ = ["BUILTIN_METHODS", "method_class", "load_method"]
+__all__ = ["BUILTIN_METHODS", "method_class", "load_method", "check_method"]
 
 # Every name of fedtrain.config.ALGORITHMS (the torch-free choice list) and nothing else: tests/fedtrain/methods checks it.
 BUILTIN_METHODS: dict[str, type[Method]] = {
@@ -39,6 +39,18 @@ def method_class(algorithm: str) -> type[Method]:
             "fedtrain.methods.Method (see the README, 'Bring your own method')."
         )
     return found
+
+
+def check_method(config: TrainConfig) -> Method:
+    """:func:`load_method`, and ``--cohort vmap`` refused for a method the vectorised cohort cannot train: before a run touches its folder.
+
+    Raises:
+        ConfigError: as :func:`load_method`, or ``vmap`` asked for a method without it.
+    """
+    method = load_method(config)
+    if config.cohort == "vmap" and (why := method.vmap_refusal()) is not None:
+        raise ConfigError(f"--cohort vmap cannot train this run: {why}. Use --cohort sequential (or auto).")
+    return method
 
 
 def load_method(config: TrainConfig) -> Method:

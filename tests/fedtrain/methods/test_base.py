@@ -147,3 +147,16 @@ def test_a_method_without_vmap_runs_sequential_under_auto_and_refuses_vmap(monke
     federated_round(_state(), _config(cohort="auto"), _data(), 0)
     with pytest.raises(ConfigError, match="--cohort vmap cannot train this run: method 'method' has a client update of its own"):
         federated_round(_state(), _config(cohort="vmap"), _data(), 0)
+
+
+def test_a_config_files_method_args_merge_key_by_key_with_the_flags(tmp_path):
+    from fedtrain.config import resolve_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("algorithm: mofedsam\nmethod_args:\n  alpha: 0.2\n  max_grad_norm: 5\n")
+    config = resolve_config(config_file=path, overrides={"method_args": {"alpha": "0.4"}})
+    assert config.method_args == {"alpha": "0.4", "max_grad_norm": 5}
+    assert load_method(config).settings_record() == {"alpha": 0.4, "max_grad_norm": 5.0}
+    path.write_text("method_args: [1]\n")
+    with pytest.raises(ConfigError, match=r"method_args \(--method-arg\) must be a mapping"):
+        resolve_config(config_file=path)
