@@ -8,7 +8,7 @@ an ``eta`` (FedASAM only) and a client learning rate ``lr``; FedAvg, which has n
 
 Score of a run: the mean of its last ``last_k`` evaluations (``summary.json``'s ``last_k_mean_accuracy``).
 Score of a point: the mean over its seeds, with the standard deviation (``ddof=1``) and the standard error.
-:data:`SELECTION_RULE` picks the best point of each algorithm and of the whole sweep.
+:data:`fedtrain.sweep_results.SELECTION_RULE` picks the best point of each algorithm and of the whole sweep.
 
 Files (``OUT/``): ``sweep-plan.json`` (the base settings and every run planned so far), ``sweep.json`` (the
 settings, every run's score, every point's mean and spread, the best points), ``sweep.md`` (the table), and,
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,16 +40,13 @@ from fedtrain.progress import Progress, ProgressCallback, report
 from fedtrain.data import load_dataset
 from fedtrain.run import RunPaths, run_inputs, train
 from fedtrain.run_files import read_metrics, read_summary
+from fedtrain.sweep_results import SELECTION_RULE, best_points, point_label, summarise, sweep_table
 
-__all__ = ["SWEEP_FORMAT", "SELECTION_RULE", "PLAN_NAME", "SweepPoint", "SweepGrid", "sweep", "summarise", "best_points",
-           "sweep_table", "read_sweep_plan"]
+__all__ = ["SWEEP_FORMAT", "PLAN_NAME", "SweepPoint", "SweepGrid", "sweep", "read_sweep_plan"]
 
 SWEEP_FORMAT = "fedlandscape.sweep"
 PLAN_FORMAT = "fedlandscape.sweep-plan"
 PLAN_NAME = "sweep-plan.json"  # not plan.json: that names a reproduction folder (landscape info tells them apart)
-SELECTION_RULE = ("the highest mean validation accuracy over seeds (each run scored by the mean of its last k "
-                  "evaluations); exact ties go to the smaller rho (the milder perturbation), then the smaller eta, "
-                  "then the smaller lr")
 # Settings a grid point sets per run, and settings that say where or how a run computes, not what it computes
 # (as fedtrain.run lets a resume change them): neither is part of a sweep's base.
 _POINT_FIELDS = ("algorithm", "rho", "eta", "lr", "seed")
@@ -79,9 +75,8 @@ class SweepPoint:
 
     @property
     def label(self) -> str:
-        """A reader's label: ``fedsam rho=0.05 lr=0.05``."""
-        values = [f"{k}={v:g}" for k, v in (("rho", self.rho), ("eta", self.eta), ("lr", self.lr)) if v is not None]
-        return " ".join([self.algorithm, *values])
+        """A reader's label: ``fedsam rho=0.05 lr=0.05`` (:func:`fedtrain.sweep_results.point_label`)."""
+        return point_label(self.to_dict())
 
     def config(self, base: TrainConfig, seed: int) -> TrainConfig:
         """``base`` with this point's settings and ``seed``."""
@@ -287,116 +282,6 @@ def _score(folder: Path, rounds: int) -> dict[str, Any]:
             "final_accuracy": summary["final_accuracy"], "best_accuracy": summary["best_accuracy"],
             "convergence": convergence_of(read_metrics(RunPaths(folder).metrics), rounds).to_dict(),
             "wall_seconds": summary.get("wall_seconds")}
-
-
-def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per point (in order of first appearance): the seeds' scores, their mean, standard deviation and standard error.
-
-    ``runs`` are the per-run records (``algorithm``, ``rho``, ``eta``, ``lr``, ``seed``, ``accuracy``, and
-    optionally ``convergence``, :mod:`fedtrain.convergence`'s record). ``std`` uses ``ddof=1`` and is ``None``
-    with one seed, as is ``stderr = std / sqrt(n)``. ``converged``: every seed's run converged (``False`` if one
-    did not, ``None`` if that cannot be told); ``gain``: the largest accuracy gain of its runs over the
-    convergence window, in points (a point still rising is ranked on a budget, not on its setting).
-    """
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["algorithm"], run["rho"], run["eta"], run["lr"]), []).append(run)
-    points = []
-    for (algorithm, rho, eta, lr), members in groups.items():
-        scores = [float(m["accuracy"]) for m in members]
-        std = statistics.stdev(scores) if len(scores) > 1 else None
-        checks = [m.get("convergence") or {} for m in members]
-        verdicts = [c.get("converged") for c in checks]
-        gains = [c["gain"] for c in checks if c.get("gain") is not None]
-        points.append({"algorithm": algorithm, "rho": rho, "eta": eta, "lr": lr, "seeds": [m["seed"] for m in members],
-                       "accuracies": scores, "n": len(scores), "mean": statistics.fmean(scores), "std": std,
-                       "stderr": None if std is None else std / math.sqrt(len(scores)),
-                       "converged": False if False in verdicts else None if None in verdicts else True,
-                       "gain": max(gains) if gains else None})
-    return points
-
-
-def _rank(p: Mapping[str, Any]) -> tuple:
-    """:data:`SELECTION_RULE` as a sort key (larger is better)."""
-    return (p["mean"], -(p["rho"] or 0.0), -(p["eta"] or 0.0), -p["lr"])
-
-
-def best_points(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The best point overall and per algorithm, by :data:`SELECTION_RULE`, and each best point's margin over its runner-up.
-
-    Returns:
-        ``{"overall": point, "per_algorithm": {name: point}, "margins": {name: margin}}``; a margin (for an
-        algorithm with two points or more) compares the best point with the next one by the same rule, paired
-        by seed: ``{"runner_up": {algorithm, rho, eta, lr}, "difference": mean of best - runner-up over the
-        seeds both have, "stderr": its standard error (``None`` below 2 paired seeds), "n": paired seeds}``.
-        A difference within a few standard errors does not single out the best radius.
-    """
-    per: dict[str, Mapping[str, Any]] = {}
-    for p in points:
-        if p["algorithm"] not in per or _rank(p) > _rank(per[p["algorithm"]]):
-            per[p["algorithm"]] = p
-    margins = {}
-    for name, best in per.items():
-        others = [p for p in points if p["algorithm"] == name and p is not best]
-        if others:
-            margins[name] = _margin(best, max(others, key=_rank))
-    return {"overall": max(points, key=_rank) if points else None, "per_algorithm": per, "margins": margins}
-
-
-def _margin(best: Mapping[str, Any], runner_up: Mapping[str, Any]) -> dict[str, Any]:
-    """``best`` minus ``runner_up``, paired by seed (the same partition and validation split on both sides)."""
-    theirs = dict(zip(runner_up["seeds"], runner_up["accuracies"]))
-    differences = [a - theirs[s] for s, a in zip(best["seeds"], best["accuracies"]) if s in theirs]
-    stderr = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else None
-    return {"runner_up": {k: runner_up[k] for k in ("algorithm", "rho", "eta", "lr")},
-            "difference": statistics.fmean(differences) if differences else None, "stderr": stderr, "n": len(differences)}
-
-
-def _cell(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}"
-
-
-def sweep_table(record: Mapping[str, Any]) -> str:
-    """``sweep.md``: the settings, the table of every point (best of each algorithm in bold) and the selection rule."""
-    s = record["settings"]
-    ks = sorted({run["last_k"] for run in record["runs"]})  # fewer than last_k when a short run evaluated fewer times
-    last = str(ks[0]) if len(ks) == 1 else f"{ks[0]} to {ks[-1]}"
-    chosen = {(p["algorithm"], p["rho"], p["eta"], p["lr"]) for p in record["best"]["per_algorithm"].values()}
-    lines = [
-        f"# Sweep: validation accuracy ({s['dataset']}{', preset ' + s['preset'] if s.get('preset') else ''}, {s['rounds']} rounds, "
-        f"{s['validation']} held-out training examples; the test split is never read)",
-        "",
-        f"Score of a run: the mean of its last {last} evaluations on the validation split; of a point: the mean over "
-        "its seeds ± the standard deviation over seeds (n = number of seeds).",
-        "",
-        "| algorithm | rho | eta | lr | n | validation accuracy (%) | ± std | per seed (%) | converged (largest gain, points) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in record["points"]:
-        mark = "**" if (p["algorithm"], p["rho"], p["eta"], p["lr"]) in chosen else ""
-        per_seed = ", ".join(f"{100 * a:.2f}" for a in p["accuracies"])
-        rho, eta = ("-" if v is None else f"{v:g}" for v in (p["rho"], p["eta"]))
-        gain = "" if p.get("gain") is None else f" ({p['gain']:+.1f})"
-        converged = {True: "yes", False: "no", None: "?"}[p.get("converged")] + gain
-        lines.append(f"| {p['algorithm']} | {rho} | {eta} | {p['lr']:g} | {p['n']} | {mark}{_cell(p['mean'])}{mark} | "
-                     f"{_cell(p['std'])} | {per_seed} | {converged} |")
-    lines += ["", f"Best (bold): {SELECTION_RULE}."]
-    for name, p in record["best"]["per_algorithm"].items():
-        spread = "" if p["std"] is None else f" ± {100 * p['std']:.2f}"
-        lines.append(f"* {name}: {_label(p)}: {100 * p['mean']:.2f}{spread} % over {p['n']} seed(s)")
-        margin = record["best"].get("margins", {}).get(name)
-        if margin is not None and margin["difference"] is not None:
-            spread = "" if margin["stderr"] is None else f" ± {100 * margin['stderr']:.2f} (standard error)"
-            lines.append(f"  ahead of the runner-up {_label(margin['runner_up'])} by {100 * margin['difference']:+.2f}{spread} "
-                         f"points, paired over {margin['n']} seed(s)")
-        if p.get("converged") is False:
-            lines.append(f"  (still rising: up to {p['gain']:+.1f} points over the last part of its runs; a longer "
-                         "budget may rank the settings differently)")
-    return "\n".join(lines) + "\n"
-
-
-def _label(point: Mapping[str, Any]) -> str:
-    return SweepPoint(point["algorithm"], point["rho"], point["eta"], point["lr"]).label
 
 
 @holds_lock("out")  # one sweep per folder; its runs take their own locks inside it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedtrain.errors import ConfigError
-from fedtrain.sweep import best_points, summarise
+from fedtrain.sweep_results import best_points, summarise
 from landscape.plots.sweep import plot_sweep
 
 
