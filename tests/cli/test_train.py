@@ -122,3 +122,14 @@ def test_a_gpu_on_a_machine_without_one_is_a_one_paragraph_error(tmp_path, spec)
 def test_a_malformed_device_is_refused_with_the_accepted_forms(tmp_path):
     result = CliRunner().invoke(main, ["train", *TINY, "--device", "gpu", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "must be auto, cpu, cuda or cuda:N" in result.output and "Traceback" not in result.output
+
+
+def test_validation_holds_out_training_examples_and_evaluates_on_them(tmp_path):
+    result = invoke(*TINY, "--partition", "iid", "--validation", "200", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["eval_split"] == "validation" and summary["validation"] == 200
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["validation"] == 200
+    too_many = CliRunner().invoke(main, ["train", *TINY, "--validation", "1190", "--out", str(tmp_path / "x")])
+    assert too_many.exit_code == 1 and "held out for validation (--validation)" in too_many.output
+    assert "Traceback" not in too_many.output and not (tmp_path / "x").exists()
