@@ -386,7 +386,8 @@ def _train(
         save_checkpoint(hooks.make_checkpoint(state), paths.final)
     summary = _summary(config, log, paths, partition.hash, count_parameters(initial), device_used)
     # The mode a round actually ran (auto resolved on this device), and whether unequal batches were padded.
-    summary["cohort_used"] = cohort_record(cohort_settings(config, data.worker), [s.num_examples for s in data.shards])
+    cohort = cohort_settings(config, data.worker, method_refusal=check_method(config).vmap_refusal())
+    summary["cohort_used"] = cohort_record(cohort, [s.num_examples for s in data.shards])
     write_json(paths.summary, summary)
     return summary
 

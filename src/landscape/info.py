@@ -28,7 +28,7 @@ __all__ = ["ArtefactInfo", "KINDS", "describe"]
 
 KINDS = ("checkpoint", "state_dict", "run", "surface", "hessian-report", "reproduction", "sweep")
 # Settings of a run that say which method it is; the rest of its configuration is in config.json.
-_METHOD_KEYS = ("algorithm", "rho", "eta", "swa", "swa_start", "swa_c", "swa_lr", "swa_collect", "lr", "batch_size",
+_METHOD_KEYS = ("algorithm", "method_args", "rho", "eta", "swa", "swa_start", "swa_c", "swa_lr", "swa_collect", "lr", "batch_size",
                 "local_epochs", "weight_decay", "momentum", "server_lr", "server_momentum", "rounds", "clients_per_round")
 _DATA_KEYS = ("dataset", "num_clients", "samples_per_client", "alpha", "partition")
 

@@ -89,8 +89,10 @@ def test_a_users_method_trains_resumes_exactly_and_is_analysed_without_being_imp
                      "--trace-matvecs", "3", "--density-probes", "1", "--density-steps", "4", "--out", str(tmp_path / "h.json"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "h.json").read_text())["eigenvalues"]
-    result = _invoke("info", str(full / "checkpoints" / "final.pt"))
-    assert result.exit_code == 0 and "myfile:FedProx" in result.output, result.output
+    result = _invoke("info", str(full / "checkpoints" / "final.pt"), "--json")
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.output)["made"]["method"]
+    assert made["algorithm"] == "myfile:FedProx" and made["method_args"] == {"mu": "0.5"}
 
 
 @pytest.mark.parametrize("args, message", [

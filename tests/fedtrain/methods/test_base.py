@@ -160,3 +160,13 @@ def test_a_config_files_method_args_merge_key_by_key_with_the_flags(tmp_path):
     path.write_text("method_args: [1]\n")
     with pytest.raises(ConfigError, match=r"method_args \(--method-arg\) must be a mapping"):
         resolve_config(config_file=path)
+
+
+def test_auto_is_sequential_for_a_method_without_vmap_even_where_auto_would_vectorise(monkeypatch):
+    from fedtrain.cohort import cohort_settings
+
+    monkeypatch.setitem(__import__("fedtrain.cohort").cohort.AUTO_MODE, "cpu", "vmap")  # as on CUDA
+    worker, config = _data().worker, _config(cohort="auto")
+    assert cohort_settings(config, worker).mode == "vmap"
+    assert cohort_settings(config, worker, method_refusal=_Counting().vmap_refusal()).mode == "sequential"
+    assert cohort_settings(config, worker, method_refusal=load_method(config).vmap_refusal()).mode == "vmap"  # fedavg
