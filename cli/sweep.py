@@ -40,6 +40,9 @@ def _numbers(text: str | None, flag: str) -> tuple[float, ...]:
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Model (default: the preset's).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Evaluate every this many rounds.")
 @click.option("--last-k", type=click.IntRange(min=1), default=None, help="A run's score: the mean of its last k evaluations.")
+@click.option("--eval-examples", type=click.IntRange(min=1), default=None,
+              help="Evaluate on a seeded subset of this many validation examples (default: all of them; evaluation "
+                   "dominates a short run's cost).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Sweep folder; rerunning continues it (finished runs skipped), a new grid extends it.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for torch in every run.")
@@ -47,8 +50,8 @@ def _numbers(text: str | None, flag: str) -> tuple[float, ...]:
 @device_option()
 @quiet_option
 @friendly_errors
-def sweep(preset, config_file, algorithms, rho, eta, lr, seeds, rounds, validation, dataset, model, eval_every, last_k, out,
-          threads, data_dir, device, quiet) -> None:
+def sweep(preset, config_file, algorithms, rho, eta, lr, seeds, rounds, validation, dataset, model, eval_every, last_k,
+          eval_examples, out, threads, data_dir, device, quiet) -> None:
     """Train a grid of short seeded runs (rho x eta x lr per algorithm), score each on a validation split, report the best.
 
     Every run is an ordinary run directory under OUT/runs/. A run's score is the mean of its last k
@@ -69,7 +72,7 @@ def sweep(preset, config_file, algorithms, rho, eta, lr, seeds, rounds, validati
     from landscape.plots.sweep import plot_sweep
 
     overrides = {k: v for k, v in dict(rounds=rounds, validation=validation, dataset=dataset, model=model, eval_every=eval_every,
-                                        last_k=last_k, device=device,
+                                        last_k=last_k, eval_examples=eval_examples, device=device,
                                         data_dir=None if data_dir is None else str(data_dir)).items() if v is not None}
     base = resolve_config(preset, config_file, overrides)
     grid = SweepGrid(algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), rhos=_numbers(rho, "--rho"),

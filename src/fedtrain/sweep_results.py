@@ -95,7 +95,7 @@ def sweep_table(record: Mapping[str, Any]) -> str:
     chosen = {(p["algorithm"], p["rho"], p["eta"], p["lr"]) for p in record["best"]["per_algorithm"].values()}
     lines = [
         f"# Sweep: validation accuracy ({s['dataset']}{', preset ' + s['preset'] if s.get('preset') else ''}, {s['rounds']} rounds, "
-        f"{s['validation']} held-out training examples; the test split is never read)",
+        f"{_evaluated(s)} held-out training examples; the test split is never read)",
         "",
         f"Score of a run: the mean of its last {last} evaluations on the validation split; of a point: the mean over "
         "its seeds ± the standard deviation over seeds (n = number of seeds).",
@@ -124,6 +124,12 @@ def sweep_table(record: Mapping[str, Any]) -> str:
             lines.append(f"  (still rising: up to {p['gain']:+.1f} points over the last part of its runs; a longer "
                          "budget may rank the settings differently)")
     return "\n".join(lines) + "\n"
+
+
+def _evaluated(settings: Mapping[str, Any]) -> str:
+    """``"5000"``, or ``"2000 of 5000"`` when each evaluation uses a subset (``eval_examples``)."""
+    subset = settings.get("eval_examples")
+    return str(settings["validation"]) if subset is None or subset >= settings["validation"] else f"{subset} of {settings['validation']}"
 
 
 def point_label(point: Mapping[str, Any]) -> str:

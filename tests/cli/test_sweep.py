@@ -34,8 +34,8 @@ def tiny(tmp_path):
 def test_a_sweep_writes_its_table_record_and_figure_and_prints_the_best(tmp_path, tiny):
     out = tmp_path / "s"
     result = CliRunner().invoke(main, ["sweep", "--config", tiny, "--algorithm", "fedavg,fedsam", "--rho", "0.05,0.5",
-                                       "--rounds", "4", "--validation", "300", "--threads", "1", "--device", "cpu",
-                                       "--out", str(out)])
+                                       "--rounds", "4", "--validation", "300", "--eval-examples", "150", "--threads", "1",
+                                       "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "sweep.json").read_text())
     best = record["best"]["per_algorithm"]["fedsam"]
@@ -44,9 +44,10 @@ def test_a_sweep_writes_its_table_record_and_figure_and_prints_the_best(tmp_path
     assert "| fedsam | 0.05 | - | 0.1 | 1 |" in result.output  # the table, as sweep.md
     assert all((out / name).is_file() for name in ("sweep.md", "sweep.png", "sweep.pdf", "sweep-plan.json"))
     assert len(list((out / "runs").iterdir())) == 3 and record["settings"]["validation"] == 300
+    assert record["settings"]["eval_examples"] == 150 and "150 of 300 held-out training examples" in result.output
     again = CliRunner().invoke(main, ["sweep", "--config", tiny, "--algorithm", "fedavg,fedsam", "--rho", "0.05,0.5",
-                                      "--rounds", "4", "--validation", "300", "--threads", "1", "--device", "cpu",
-                                      "--out", str(out)])
+                                      "--rounds", "4", "--validation", "300", "--eval-examples", "150", "--threads", "1",
+                                      "--device", "cpu", "--out", str(out)])
     assert again.exit_code == 0 and again.output.count("done already, skipped") == 3
     assert json.loads((out / "sweep.json").read_text())["points"] == record["points"]
 
