@@ -13,15 +13,7 @@ from fedtrain.methods import BUILTIN_METHODS, Method, load_method, method_class
 from fedtrain.methods.fedavg import FedAvg
 from fedtrain.round import RoundData, federated_round
 from fedtrain.server import ServerState
-from tests.fedtrain.test_round import _config, _data, _equal, _state
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.fedtrain.test_round import _config, _data, _equal, _one_thread, _state  # noqa: F401 (autouse fixture)
 
 
 def test_the_builtin_methods_are_exactly_the_config_choice_list():

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 
+import pytest
 import torch
 
 from fedtrain.checkpoint import load_checkpoint
@@ -51,3 +52,29 @@ def test_a_fedgamma_run_killed_and_resumed_equals_the_uninterrupted_run_and_need
     assert any(t.abs().sum() > 0 for t in b.state["method_state"]["c"].values())
     lost = load_checkpoint(stateless / "checkpoints" / "final.pt")
     assert not _states_equal(lost.weights, b.weights)  # without the saved state the resume would not be exact
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_mofedsam_run_interrupted_and_resumed_in_process_keeps_its_direction_exactly(tmp_path):
+    from fedtrain.config import TrainConfig
+    from fedtrain.run import train
+
+    config = TrainConfig(dataset="synthetic", model="mlp", num_clients=5, samples_per_client=24, clients_per_round=2,
+                         batch_size=8, rounds=6, lr=0.05, algorithm="mofedsam", method_args={"alpha": 0.5},
+                         eval_every=3, checkpoint_every=1, seed=3, device="cpu")
+
+    def stop(event):
+        if event["round"] == 3:
+            raise _Stop
+
+    train(config, tmp_path / "full", threads=1)
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "resumed", progress=stop, threads=1)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt").state["method_state"]["direction"]
+    train(None, tmp_path / "resumed", resume=True, threads=1)
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "final.pt") for run in ("resumed", "full"))
+    assert _states_equal(a.weights, b.weights) and _states_equal(a.state["method_state"], b.state["method_state"])
+    assert "client_states" not in b.state  # MoFedSAM keeps no client state
