@@ -44,17 +44,22 @@ from landscape.surface.record import Surface, load_surface
 __all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make_figures", "draw_figures", "algorithm_label",
            "split_label"]
 
-_ALGORITHM_NAMES = {"fedavg": "FedAvg", "fedsam": "FedSAM", "fedasam": "FedASAM"}
-_ALGORITHM_ORDER = ["FedAvg", "FedSAM", "FedASAM", "FedAvg+SWA", "FedSAM+SWA", "FedASAM+SWA"]
+_ALGORITHM_NAMES = {"fedavg": "FedAvg", "fedsam": "FedSAM", "fedasam": "FedASAM", "mofedsam": "MoFedSAM", "fedgamma": "FedGAMMA",
+                    "fedlesam": "FedLESAM", "fedgloss": "FedGloSS"}
+# The paper's six first, then the later methods; a user's method (package.module:Class, shown as Class) after them all.
+_ALGORITHM_ORDER = ["FedAvg", "FedSAM", "FedASAM", "FedAvg+SWA", "FedSAM+SWA", "FedASAM+SWA",
+                    "MoFedSAM", "FedGAMMA", "FedLESAM", "FedGloSS", "MoFedSAM+SWA", "FedGAMMA+SWA", "FedLESAM+SWA", "FedGloSS+SWA"]
 _COLORS = {"FedAvg": "#1f77b4", "FedSAM": "#ff7f0e", "FedASAM": "#2ca02c",
-           "FedAvg+SWA": "#6baed6", "FedSAM+SWA": "#fdae6b", "FedASAM+SWA": "#74c476"}
+           "FedAvg+SWA": "#6baed6", "FedSAM+SWA": "#fdae6b", "FedASAM+SWA": "#74c476",
+           "MoFedSAM": "#d62728", "FedGAMMA": "#9467bd", "FedLESAM": "#8c564b", "FedGloSS": "#e377c2",
+           "MoFedSAM+SWA": "#ff9896", "FedGAMMA+SWA": "#c5b0d5", "FedLESAM+SWA": "#c49c94", "FedGloSS+SWA": "#f7b6d2"}
 _PAPER_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
              "xtick.labelsize": 8, "ytick.labelsize": 8}
 
 
 def algorithm_label(config: TrainConfig) -> str:
-    """``FedAvg``, ``FedSAM``, ``FedASAM``, with ``+SWA`` when the run used server-side SWA."""
-    name = _ALGORITHM_NAMES.get(config.algorithm, config.algorithm)
+    """``FedAvg``, ``FedSAM``, ``FedLESAM``, ... (a user's ``package.module:Class`` as ``Class``), with ``+SWA`` when the run used server-side SWA."""
+    name = _ALGORITHM_NAMES.get(config.algorithm, config.algorithm.rpartition(":")[2])
     return f"{name}+SWA" if config.swa else name
 
 

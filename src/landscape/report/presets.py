@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,9 +10,11 @@ from typing import Any
 
 from fedtrain.config import ALGORITHMS, PRESETS, preset_config, shown_value
 from fedtrain.errors import ConfigError
+from fedtrain.plugins import is_import_path
 from landscape.settings import HessianSettings, SurfaceSettings, settings_from_dict
 
-__all__ = ["ReproduceSettings", "REPRODUCE_PRESETS", "ALL_ALGORITHMS", "FIG1_PAIR", "PLANE_MODELS", "MAX_SEEDS"]
+__all__ = ["ReproduceSettings", "REPRODUCE_PRESETS", "ALL_ALGORITHMS", "FIG1_PAIR", "PLANE_MODELS", "MAX_SEEDS", "parse_method",
+           "restrict_splits"]
 
 # --seeds: each seed is a full set of runs (12 trainings with their analyses for the presets); the plan is built
 # in memory before anything runs, so a number far beyond any reproduction must be refused, not enumerated.
@@ -42,6 +45,9 @@ class ReproduceSettings:
         hessian: the analysis of every final model (:func:`landscape.hessian.analysis.analyze_checkpoint`).
         surface: its loss surface (:func:`landscape.surface.api.surface_for_checkpoint`, random directions).
         plane: the plane through the final FedAvg, FedASAM and FedASAM+SWA models of a split and seed.
+        methods: when given, what every split trains instead of ``algorithms``: method names (the built-ins of
+            :data:`fedtrain.config.ALGORITHMS` or ``package.module:Class``), ``name+swa`` for the run with server-side
+            SWA (``landscape reproduce --methods``). Recorded in ``plan.json`` only when given.
         track_sharpness: every run logs lambda_max of its global model every this many rounds
             (``landscape train --track-sharpness``; 0: not tracked). Recorded in ``plan.json`` only when set.
     """
@@ -54,6 +60,7 @@ class ReproduceSettings:
     surface: SurfaceSettings = SurfaceSettings()
     plane: SurfaceSettings = SurfaceSettings()
     track_sharpness: int = 0
+    methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -84,6 +91,16 @@ class ReproduceSettings:
             need(isinstance(getattr(self, name), cls), f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}.")
         need(isinstance(self.track_sharpness, int) and not isinstance(self.track_sharpness, bool) and self.track_sharpness >= 0,
              f"track_sharpness must be a whole number of rounds >= 0 (0: not tracked), got {shown_value(self.track_sharpness)}.")
+        need(isinstance(self.methods, (list, tuple)) and all(isinstance(m, str) for m in self.methods),
+             f"methods must be a list of method names, got {shown_value(self.methods)}.")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        for entry in self.methods:
+            parse_method(entry)
+        need(len(set(self.methods)) == len(self.methods), f"methods must differ, got {list(self.methods)}.")
+
+    def runs(self, split: str) -> tuple[tuple[str, bool], ...]:
+        """The ``(algorithm, swa)`` pairs split ``split`` trains: ``methods`` when given, else ``algorithms[split]``."""
+        return tuple(parse_method(m) for m in self.methods) if self.methods else self.algorithms[split]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (what ``plan.json`` records), the analysis records as their ``to_dict()``."""
@@ -97,6 +114,7 @@ class ReproduceSettings:
             "plane": self.plane.to_dict(),
             # absent when 0, so the plans of reproductions started before tracking existed stay equal
             **({"track_sharpness": self.track_sharpness} if self.track_sharpness else {}),
+            **({"methods": list(self.methods)} if self.methods else {}),  # absent by default, as track_sharpness
         }
 
     @classmethod
@@ -116,11 +134,39 @@ class ReproduceSettings:
                 surface=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("surface", {})}),
                 plane=settings_from_dict(SurfaceSettings, {**_SURFACE_PASSES_BEFORE_RECORDS, **values.get("plane", {})}),
                 track_sharpness=values.get("track_sharpness", 0),
+                methods=tuple(values.get("methods", ())),
             )
         except ConfigError:
             raise  # already names the setting
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"Not a reproduction's settings ({type(err).__name__}: {err}).") from err
+
+
+def parse_method(entry: str) -> tuple[str, bool]:
+    """``"fedlesam"`` -> ``("fedlesam", False)``, ``"fedavg+swa"`` -> ``("fedavg", True)``: one entry of ``--methods``.
+
+    Raises:
+        ConfigError: not a built-in method name nor an import path ``package.module:Class``.
+    """
+    name, swa = (entry[: -len("+swa")], True) if entry.endswith("+swa") else (entry, False)
+    if name not in ALGORITHMS and not is_import_path(name):
+        raise ConfigError(f"Reproduction settings: unknown method {entry!r} in methods; choose among {', '.join(ALGORITHMS)} "
+                          "(add +swa for the run with server-side SWA), or name your own method as package.module:Class.")
+    return name, swa
+
+
+def restrict_splits(settings: ReproduceSettings, names: tuple[str, ...]) -> ReproduceSettings:
+    """``settings`` with only the splits ``names`` (``landscape reproduce --splits``), in the preset's order.
+
+    Raises:
+        ConfigError: a name that is not one of the settings' splits.
+    """
+    known = [name for name, _ in settings.splits]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ConfigError(f"--splits: unknown split(s) {', '.join(unknown) or '(none given)'}; this preset's splits are {', '.join(known)}.")
+    kept = tuple(split for split in settings.splits if split[0] in names)
+    return dataclasses.replace(settings, splits=kept, algorithms={name: settings.algorithms[name] for name, _ in kept})
 
 
 REPRODUCE_PRESETS: dict[str, ReproduceSettings] = {
