@@ -1,4 +1,4 @@
-"""fedtrain: federated training (FedAvg, FedSAM, FedASAM, +SWA) on federated splits of real datasets."""
+"""fedtrain: federated training (FedAvg, FedSAM, FedASAM, the methods of fedtrain.methods, +SWA) on federated splits of real datasets."""
 
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ _EXPORTS: dict[str, str] = {
     "collects": "fedtrain.swa",
     "swa_average": "fedtrain.swa",
     "NonFiniteLossError": "fedtrain.client",
+    # methods (the extension point)
+    "Method": "fedtrain.methods",
+    "ClientContext": "fedtrain.methods",
+    "ServerContext": "fedtrain.methods",
+    "load_method": "fedtrain.methods",
     # errors
     "LandscapeError": "fedtrain.errors",
     "ConfigError": "fedtrain.errors",
