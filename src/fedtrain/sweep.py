@@ -330,7 +330,7 @@ def sweep(
         point.config(base, grid.seeds[0])
     for seed in grid.seeds:
         run_inputs(base.replace(seed=seed), dataset)
-    del dataset
+    del dataset  # each run loads its own copy: not two in memory while it trains
     planned = _plan(root, base, [(p, s) for p in points for s in grid.seeds])
     folders = [inside(root, "runs", _run_key(p, s)) for p, s in planned]
     finished = [RunPaths(f).summary.is_file() for f in folders]
