@@ -1,7 +1,7 @@
 """What a file or folder of this toolkit is: each artefact kind recognised and summarised (``landscape info``).
 
 :func:`describe` reads a checkpoint, a plain ``state_dict``, a training run directory, a ``surface.npz``, a
-Hessian report (the JSON of ``landscape hessian``) or a reproduction folder, and returns an
+Hessian report (the JSON of ``landscape hessian``), a reproduction folder or a sweep folder, and returns an
 :class:`ArtefactInfo`: what it is, how it was made (model, data, partition, algorithm and its settings,
 round, seeds, versions, hashes), its headline numbers, and whether it is complete. Every file is read with
 the toolkit's own safe readers (``weights_only=True`` checkpoints, bounded JSON); nothing is computed.
