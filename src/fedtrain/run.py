@@ -386,8 +386,10 @@ def _train(
         save_checkpoint(hooks.make_checkpoint(state), paths.final)
     summary = _summary(config, log, paths, partition.hash, count_parameters(initial), device_used)
     # The mode a round actually ran (auto resolved on this device), and whether unequal batches were padded.
-    cohort = cohort_settings(config, data.worker, method_refusal=check_method(config).vmap_refusal())
+    method = check_method(config)
+    cohort = cohort_settings(config, data.worker, method_refusal=method.vmap_refusal())
     summary["cohort_used"] = cohort_record(cohort, [s.num_examples for s in data.shards])
+    summary["method_settings"] = method.settings_record()  # every setting typed, defaults included (method_args: as given)
     write_json(paths.summary, summary)
     return summary
 

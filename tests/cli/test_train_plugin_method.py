@@ -54,6 +54,7 @@ def test_a_users_method_trains_resumes_exactly_and_is_analysed_without_being_imp
     assert result.exit_code == 0, result.output
     config = json.loads((full / "config.json").read_text())
     assert config["algorithm"] == "myfile:FedProx" and config["method_args"] == {"mu": "0.5"}
+    assert json.loads((full / "summary.json").read_text())["method_settings"] == {"mu": 0.5}
     final = load_checkpoint(full / "checkpoints" / "final.pt")
     assert final.config["algorithm"] == "myfile:FedProx"  # the checkpoint records the import path
 
