@@ -65,6 +65,10 @@ ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this pr
 # paper values, CIFAR-10 (fedsam.md §2.4); MoFedSAM and FedGAMMA: FL-Simulator's --rho default (train.py); FedLESAM:
 # its train.py default; FedGloSS: the clients' --rho-l of the authors' paper_experiments scripts
 DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1, "fedlesam": 0.1, "fedgloss": 0.15}
+# Radii tuned for a preset's task on a validation split carved from its training data (`landscape sweep`; the
+# README's "Tuning the radii" has the sweep): a run of that preset that gives no rho gets these, not DEFAULT_RHO.
+# quick: 50-round runs, 3,000 held-out examples, seed 0 (runs/sweeps/ in the README's commands).
+PRESET_RHO: dict[str, dict[str, float]] = {"quick": {"fedsam": 0.005, "fedasam": 0.5}}
 SWA_FIELDS = ("swa", "swa_start", "swa_c", "swa_lr", "swa_collect")
 DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")  # resolved to a torch.device by fedtrain.device
 
@@ -186,7 +190,8 @@ class TrainConfig:
         partition, alpha, num_clients, samples_per_client: the federated split (:func:`fedtrain.partition.make_partition`).
         algorithm: ``fedavg`` (local SGD), ``fedsam`` (local SAM), ``fedasam`` (local ASAM), another built-in
             method of :data:`ALGORITHMS` (:mod:`fedtrain.methods`), or a user's method ``package.module:Class``.
-        rho, eta: SAM/ASAM radius and ASAM offset; ``rho=None`` resolves to 0.1 (FedSAM) / 0.7 (FedASAM).
+        rho, eta: SAM/ASAM radius and ASAM offset; ``rho=None`` resolves to the preset's tuned radius (:data:`PRESET_RHO`),
+            else the paper's 0.1 (FedSAM) / 0.7 (FedASAM) (:data:`DEFAULT_RHO`).
         swa, swa_start, swa_c, swa_lr, swa_collect: server-side SWA (:mod:`fedtrain.swa`). ``swa_start`` < 1
             is a fraction of ``rounds``, >= 1 a round index.
         rounds, clients_per_round, local_epochs, batch_size, lr, weight_decay, momentum: the FedAvg loop.
@@ -270,8 +275,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_values(self)
         object.__setattr__(self, "rho_given", self.rho is not None)
-        if self.rho is None and self.algorithm in DEFAULT_RHO:
-            object.__setattr__(self, "rho", DEFAULT_RHO[self.algorithm])
+        if self.rho is None:
+            object.__setattr__(self, "rho", PRESET_RHO.get(self.preset or "", {}).get(self.algorithm, DEFAULT_RHO.get(self.algorithm)))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         object.__setattr__(self, "method_args", dict(self.method_args))
         if isinstance(self.observers, Mapping) and all(isinstance(v, Mapping) for v in self.observers.values()):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedtrain.config import PRESETS, TrainConfig, load_config_file, preset_config, resolve_config
+from fedtrain.config import DEFAULT_RHO, PRESET_RHO, PRESETS, TrainConfig, load_config_file, preset_config, resolve_config
 from fedtrain.errors import ConfigError
 
 
@@ -84,7 +84,16 @@ def test_replace_keeps_a_given_rho_and_re_resolves_a_defaulted_one():
     assert defaulted.replace(algorithm="fedavg").rho is None
     assert defaulted.replace(algorithm="fedasam", rho=0.3).rho == 0.3
     assert TrainConfig(algorithm="fedavg", rho=0.2).replace(algorithm="fedsam").rho == 0.2
-    assert preset_config("quick", algorithm="fedsam").replace(algorithm="fedasam").rho == 0.7
+    assert preset_config("quick", algorithm="fedsam").replace(algorithm="fedasam").rho == PRESET_RHO["quick"]["fedasam"]
+
+
+def test_a_preset_with_tuned_radii_gives_them_to_runs_that_name_no_rho_and_never_overrides_a_given_one():
+    assert preset_config("quick", algorithm="fedsam").rho == PRESET_RHO["quick"]["fedsam"] != DEFAULT_RHO["fedsam"]
+    assert preset_config("quick", algorithm="fedasam").rho == PRESET_RHO["quick"]["fedasam"] != DEFAULT_RHO["fedasam"]
+    assert preset_config("quick", algorithm="fedasam", rho=0.7).rho == 0.7
+    assert preset_config("quick", algorithm="fedavg").rho is None
+    assert preset_config("paper-cifar10", algorithm="fedasam").rho == DEFAULT_RHO["fedasam"]  # the paper's radii, untuned
+    assert TrainConfig.from_dict(preset_config("quick", algorithm="fedsam").to_dict()).rho == PRESET_RHO["quick"]["fedsam"]
 
 
 def test_the_resolved_rho_is_what_to_dict_records_and_from_dict_round_trips():
