@@ -22,26 +22,30 @@ dicts), so a resumed run is bit-identical. The defaults are FedAvg's: local trai
 server step (``--server-lr``, ``--server-momentum``, the buffer kept in the server state's
 ``server_momentum``). A method overrides only what differs.
 
-Example: FedProx (Li et al., MLSys 2020), a proximal term :math:`\\tfrac{\\mu}{2}\\lVert w - w_t\\rVert^2` on the
-client, FedAvg on the server; train it with ``landscape train --algorithm myfile:FedProx --method-arg mu=0.01``:
+Example: a server step of one's own, with a typed setting and a server state (a client update of one's own,
+FedProx, is ``examples/fedprox.py``, shown in the README's "Bring your own method"); train it with
+``landscape train --algorithm mymodule:DampedFedAvg --method-arg scale=0.5``:
 
 >>> from dataclasses import dataclass
->>> from fedtrain.client import client_update
+>>> from fedtrain.aggregation import aggregate
 >>> from fedtrain.methods import Method
->>> class FedProx(Method):
-...     name = "fedprox"
+>>> class DampedFedAvg(Method):
+...     name = "damped-fedavg"
 ...     @dataclass(frozen=True)
 ...     class Settings:
-...         mu: float = 0.01
-...     def client_update(self, global_params, shard, client_state, ctx):
-...         anchor = {n: global_params[n] for n, _ in ctx.worker.named_parameters()}
-...         def proximal(named):  # the gradient of mu/2 ||w - w_t||^2, added before each local step
-...             for n, p in named:
-...                 p.grad.add_(p.detach() - anchor[n], alpha=self.settings.mu)
-...         update = client_update(ctx.worker, global_params, shard, ctx.config, ctx.generator, before_step=proximal)
-...         return update, client_state
->>> FedProx.from_args({"mu": "0.1"}).settings
-FedProx.Settings(mu=0.1)
+...         scale: float = 1.0
+...     def server_step(self, global_params, updates, server_state, ctx):
+...         mean = aggregate(updates)  # w <- w + scale * mean delta (integer buffers copied as FedAvg does)
+...         params = {k: w + self.settings.scale * mean[k] if w.is_floating_point() else w + mean[k]
+...                   for k, w in global_params.items()}
+...         return params, {"rounds": server_state.get("rounds", 0) + 1}
+>>> method = DampedFedAvg.from_args({"scale": "0.5"})  # the value of --method-arg scale=0.5, typed
+>>> method.settings
+DampedFedAvg.Settings(scale=0.5)
+>>> import torch
+>>> from fedtrain.client import ClientUpdate
+>>> method.server_step({"w": torch.zeros(2)}, [ClientUpdate(delta={"w": torch.ones(2)}, num_examples=3)], {}, ctx=None)
+({'w': tensor([0.5000, 0.5000])}, {'rounds': 1})
 """
 
 from __future__ import annotations

@@ -162,3 +162,12 @@ def test_auto_is_sequential_for_a_method_without_vmap_even_where_auto_would_vect
     assert cohort_settings(config, worker).mode == "vmap"
     assert cohort_settings(config, worker, method_refusal=_Counting().vmap_refusal()).mode == "sequential"
     assert cohort_settings(config, worker, method_refusal=load_method(config).vmap_refusal()).mode == "vmap"  # fedavg
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    import fedtrain.methods.base as base
+
+    result = doctest.testmod(base)
+    assert result.attempted >= 8 and result.failed == 0
