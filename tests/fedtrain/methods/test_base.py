@@ -171,3 +171,14 @@ def test_the_docstring_example_runs():
 
     result = doctest.testmod(base)
     assert result.attempted >= 8 and result.failed == 0
+
+
+@pytest.mark.parametrize("algorithm", ["mofedsam", "fedgamma"])
+def test_swa_and_the_server_optimiser_work_for_a_stateful_method(algorithm):
+    config = _config(algorithm=algorithm, swa=True, swa_start=2, swa_c=2, swa_lr=0.01)
+    state = _state()
+    for r in range(6):
+        state, metrics = federated_round(state, config, _data(), r)
+    assert state.swa_count == 2 and state.swa_params is not None and state.momentum is not None  # server_momentum 0.5
+    assert state.method_state and all(torch.isfinite(t).all() for t in state.params.values())
+    assert metrics.lr == config.swa_lr  # the cyclical client lr reached the end of its cycle
