@@ -245,12 +245,12 @@ def _typed(raw: Any, f: dataclasses.Field, method: str) -> Any:
         raise fail
     if kind is str:
         return str(raw)
-    if isinstance(raw, bool):
-        raise fail
+    if isinstance(raw, bool) or (kind is int and isinstance(raw, float) and not raw.is_integer()):
+        raise fail  # int(2.5) would silently truncate; True is an int to Python, never a setting's number
     try:
-        value = kind(raw) if not (kind is int and isinstance(raw, float) and not raw.is_integer()) else None
+        value = kind(raw)
     except (TypeError, ValueError):
         raise fail from None
-    if value is None or (kind is float and not math.isfinite(value)):
+    if kind is float and not math.isfinite(value):
         raise fail
     return value

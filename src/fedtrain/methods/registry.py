@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fedtrain.config import ALGORITHMS, TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.methods.base import Method
@@ -38,6 +40,9 @@ def method_class(algorithm: str) -> type[Method]:
             f"--algorithm {algorithm!r} names {found!r}, not a federated method: it must be a class deriving from "
             "fedtrain.methods.Method (see the README, 'Bring your own method')."
         )
+    if not dataclasses.is_dataclass(found.Settings):
+        raise ConfigError(f"--algorithm {algorithm!r}: its Settings must be a dataclass of the method's settings "
+                          f"(@dataclass(frozen=True) class Settings: ...), got {found.Settings!r}.")
     return found
 
 

@@ -48,6 +48,9 @@ def user_module(tmp_path, monkeypatch):
         "        label: str = 'x'\n"
         "        flag: bool = False\n"
         "not_a_method = 3\n"
+        "class Untyped(Method):\n"
+        "    class Settings:\n"
+        "        factor = 1.0\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "usermethods"
@@ -79,6 +82,8 @@ def test_an_import_path_to_something_else_or_nothing_is_refused(user_module):
         method_class(f"{user_module}:not_a_method")
     with pytest.raises(ConfigError, match="no module named 'nomodule'"):
         method_class("nomodule:Thing")
+    with pytest.raises(ConfigError, match=r"its Settings must be a dataclass .* got <class 'usermethods.Untyped.Settings'>"):
+        method_class(f"{user_module}:Untyped")
 
 
 def test_method_args_must_be_plain_values():
