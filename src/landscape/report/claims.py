@@ -1,30 +1,85 @@
-"""The paper's sharp-versus-flat claims, checked one by one against a results table, with the numbers behind each verdict.
+"""The paper's sharp-versus-flat claims, checked one by one against a results table: a verdict, its reason, its numbers.
 
 Caldarola, Caputo & Ciccone (ECCV 2022) claim that under heterogeneous client data FedAvg converges to
 sharp minima and generalises poorly, and that SAM/ASAM on the clients and SWA on the server find flatter
-minima (lower lambda_max and lambda_max/lambda_5) and higher accuracy, most of all at alpha = 0. A
-verdict is ``True`` (held), ``False`` (did not hold) or ``None`` (not measured in these runs); it compares
-means over seeds and says when the difference is smaller than the spread over seeds.
+minima (lower lambda_max and lambda_max/lambda_5) and higher accuracy, most of all at alpha = 0.
+
+A verdict is one of :data:`VERDICTS`. A claim "A is lower than B" compares the two methods run by run: runs
+of the same seed share the partition, the initial model and the clients drawn each round, so they are paired
+by seed (:func:`landscape.report.statistics.paired_comparison`) and the verdict reads the 95 % t-interval of
+the mean difference A - B:
+
+* **held**: the interval excludes 0 on the claimed side;
+* **did not hold**: it excludes 0 on the other side;
+* **inconclusive**: it holds 0 (the difference is within the seed spread); or, for a claim about accuracy,
+  a run it rests on failed the convergence check (:mod:`fedtrain.convergence`: its accuracy was still
+  rising, so the comparison measures the budget); or, with one seed, the difference is within the 95 %
+  interval of the data noise, ``1.96 * sqrt(se_A^2 + se_B^2)``, when the rows carry the standard error of the
+  quantity over disjoint data subsets (``lambda_1_stderr``, ``ratio_stderr``);
+* **not measured**: a run or a quantity the claim needs is missing.
+
+One seed gives no interval over seeds: its verdict is the sign of the difference, and its reason says so.
+A claim over several comparisons (FedSAM and FedASAM each against FedAvg) does not hold if any comparison
+does not, is inconclusive if any is, and holds if every measured one does.
+
+The flatness-explains-accuracy claim is Spearman's rank correlation between lambda_max and test accuracy
+over every model (each seed's run one model), with its p-value. Runs of one seed share a partition, so they
+are not independent draws and that p-value is optimistic; ranks pooled within seeds were not used, because
+with three to five seeds each seed holds only the 6-8 models of one split mix and its ranks say little alone.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fedtrain.io import atomic_write_text
+from landscape.report.statistics import PairedComparison, paired_comparison
 
-__all__ = ["Claim", "check_claims", "write_claims", "MeasureCorrelation", "measure_correlations", "write_measure_table"]
+__all__ = ["VERDICTS", "Claim", "check_claims", "write_claims", "MeasureCorrelation", "measure_correlations",
+           "write_measure_table"]
+
+VERDICTS = ("held", "did not hold", "inconclusive", "not measured")
+# Two-sided 95 % normal quantile: a one-seed difference within 1.96 data standard errors is noise at the level
+# the seed intervals use.
+_Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper and what these runs say about it."""
+    """One claim of the paper and what these runs say about it.
+
+    Attributes:
+        text: the claim.
+        verdict: one of :data:`VERDICTS`.
+        evidence: the numbers behind the verdict, with their intervals.
+        reason: why the verdict is what it is (e.g. "difference within the seed spread, 3 seeds").
+    """
 
     text: str
-    held: bool | None
+    verdict: str
+    evidence: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}. Got {self.verdict!r}.")
+
+    @property
+    def held(self) -> bool | None:
+        """True (held), False (did not hold), None (inconclusive or not measured)."""
+        return {"held": True, "did not hold": False}.get(self.verdict)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """The verdict of one comparison inside a claim."""
+
+    verdict: str
+    reason: str
     evidence: str
 
 
@@ -32,29 +87,162 @@ def _row(rows: Sequence[dict[str, Any]], split: str, algorithm: str) -> dict[str
     return next((r for r in rows if r["split"] == split and r["algorithm"] == algorithm), None)
 
 
+def _values(row: dict[str, Any], key: str) -> dict[int, float] | None:
+    """Seed -> value; a row without per-seed values (a hand-made table) counts as one run of seed 0."""
+    per_seed = (row.get("per_seed") or {}).get(key)
+    if per_seed:
+        return {int(s): float(v) for s, v in per_seed.items() if v is not None} or None
+    return None if row.get(key) is None else {0: float(row[key])}
+
+
+def _unconverged(named: Sequence[tuple[str, dict[str, Any]]], seeds: Sequence[int]) -> list[str]:
+    """"+4.1 points over the last 20% of rounds (FedSAM seed 1)" for each run among ``seeds`` that failed the check."""
+    out = []
+    for name, row in named:
+        window = row.get("convergence_window") or 0.2
+        per_seed = row.get("per_seed") or {}
+        flags, gains = per_seed.get("converged"), per_seed.get("gain") or {}
+        if flags:
+            failed = [(int(s), gains.get(s)) for s, ok in flags.items() if ok is False and int(s) in seeds]
+        else:
+            failed = [(None, row.get("gain"))] if row.get("converged") is False else []
+        for seed, gain in failed:
+            where = name if seed is None else f"{name} seed {seed}"
+            amount = "" if gain is None else f"{gain:+.1f} points "
+            out.append(f"{amount}over the last {window:.0%} of rounds ({where})")
+    return out
+
+
+def _judge(diff: PairedComparison, *, expected: int, label: str, scale: float, unit: str,
+           stderr: float | None = None) -> tuple[str, str]:
+    """Verdict and reason of one paired difference whose claimed sign is ``expected`` (+1 higher, -1 lower)."""
+    shown = diff.describe(scale=scale, unit=unit)
+    if diff.n >= 2:
+        if diff.sign == expected:
+            return "held", f"{label}: the 95% interval over {diff.n} seeds excludes 0"
+        if diff.sign == -expected:
+            return "did not hold", f"{label}: the 95% interval over {diff.n} seeds excludes 0 on the other side"
+        return "inconclusive", f"{label}: difference {shown.split(' (')[0]} within the seed spread, {diff.n} seeds"
+    if stderr is not None and abs(diff.mean) < _Z95 * stderr:
+        return "inconclusive", (f"{label}: one seed, difference {diff.mean * scale:+.3g}{unit} within the data noise "
+                                f"(±{_Z95 * stderr * scale:.3g}{unit}, 95% from disjoint data subsets)")
+    verdict = "held" if diff.mean * expected > 0 else "did not hold"
+    return verdict, f"{label}: one seed: no interval over seeds"
+
+
 def _compare(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str, *, lower: bool, name_a: str, name_b: str,
-             pct: bool = False) -> tuple[bool | None, str]:
-    """Whether ``a[key]`` is lower (or higher) than ``b[key]``, with the numbers."""
-    if a is None or b is None or a.get(key) is None or b.get(key) is None:
-        return None, f"not measured ({name_a if a is None or a.get(key) is None else name_b} missing)"
+             pct: bool = False) -> _Finding:
+    """Whether ``a[key]`` is lower (or higher) than ``b[key]``, seed by seed, with the numbers and their intervals."""
+    missing = [n for n, r in ((name_a, a), (name_b, b)) if r is None or r.get(key) is None]
+    if missing or a is None or b is None:
+        return _Finding("not measured", f"{missing[0]} not measured", f"not measured ({missing[0]} missing)")
     scale, unit = (100.0, "%") if pct else (1.0, "")
     va, vb = a[key] * scale, b[key] * scale
-    held = va < vb if lower else va > vb
-    text = f"{name_a} {va:.3g}{unit} vs {name_b} {vb:.3g}{unit}"
+    evidence = f"{name_a} {va:.3g}{unit} vs {name_b} {vb:.3g}{unit}"
     spreads = [s * scale for s in (a.get(f"{key}_std"), b.get(f"{key}_std")) if s is not None]
-    if spreads and abs(va - vb) < max(spreads):
-        text += f" (difference smaller than the spread over seeds, {max(spreads):.2g}{unit})"
-    return held, text
+    label = f"{name_a} - {name_b}"
+    diff = paired_comparison(_values(a, key) or {}, _values(b, key) or {})
+    if diff is None:
+        return _Finding("inconclusive", f"{label}: no seed measured by both, nothing to pair", evidence)
+    if diff.n >= 2:
+        if len(spreads) == 2:
+            evidence = (f"{name_a} {va:.3g}{unit} ± {spreads[0]:.2g} vs {name_b} {vb:.3g}{unit} ± {spreads[1]:.2g} "
+                        "(mean ± std over seeds)")
+        evidence += f"; {label} {diff.describe(scale=scale, unit=' points' if pct else '')}"
+    elif spreads and abs(va - vb) < max(spreads):
+        evidence += f" (difference smaller than the spread over seeds, {max(spreads):.2g}{unit})"
+    stderrs = [r.get(f"{key}_stderr") for r in (a, b)]
+    stderr = math.hypot(*stderrs) if None not in stderrs and diff.n == 1 else None
+    if stderr is not None:
+        evidence += f" (data standard errors ±{stderrs[0] * scale:.2g}, ±{stderrs[1] * scale:.2g})"
+    verdict, reason = _judge(diff, expected=-1 if lower else 1, label=label, scale=scale, unit=" points" if pct else "",
+                             stderr=stderr)
+    if key == "accuracy":
+        rising = _unconverged([(name_a, a), (name_b, b)], diff.seeds)
+        if rising:
+            verdict, reason = "inconclusive", f"{label}: accuracy still rising, " + "; ".join(rising)
+    return _Finding(verdict, reason, evidence)
 
 
-def _all(results: Sequence[tuple[bool | None, str]]) -> tuple[bool | None, str]:
-    measured = [held for held, _ in results if held is not None]
-    held = None if not measured else all(measured)
-    return held, "; ".join(text for _, text in results)
+def _all(findings: Sequence[_Finding]) -> _Finding:
+    """One verdict for a claim made of several comparisons (see the module docstring)."""
+    measured = [f for f in findings if f.verdict != "not measured"]
+    evidence = "; ".join(f.evidence for f in findings)
+    if not measured:
+        return _Finding("not measured", "; ".join(f.reason for f in findings), evidence)
+    verdict = next(v for v in ("did not hold", "inconclusive", "held") if any(f.verdict == v for f in measured))
+    reasons = [f.reason for f in measured if f.verdict == verdict]
+    reasons += [f.reason for f in findings if f.verdict == "not measured"]
+    return _Finding(verdict, "; ".join(dict.fromkeys(reasons)), evidence)
+
+
+def _gain_claim(rows: Sequence[dict[str, Any]], het: str, hom: str) -> _Finding:
+    """FedASAM's accuracy gain over FedAvg is positive at ``het`` and larger there than at ``hom``, seed by seed."""
+    gains: list[dict[int, float] | None] = []
+    for split in (het, hom):
+        a, b = _row(rows, split, "FedASAM"), _row(rows, split, "FedAvg")
+        va, vb = (None, None) if a is None or b is None else (_values(a, "accuracy"), _values(b, "accuracy"))
+        gains.append(None if not va or not vb else {s: va[s] - vb[s] for s in va if s in vb} or None)
+    if gains[0] is None or gains[1] is None:
+        return _Finding("not measured", "FedASAM or FedAvg not measured at both splits", "not measured")
+    mean_het, mean_hom = (sum(g.values()) / len(g) * 100 for g in gains)  # type: ignore[union-attr]
+    evidence = f"FedASAM - FedAvg accuracy: {mean_het:+.2f} points at {het}, {mean_hom:+.2f} at {hom}"
+    positive = _compare(_row(rows, het, "FedASAM"), _row(rows, het, "FedAvg"), "accuracy", lower=False,
+                        name_a=f"FedASAM {het}", name_b=f"FedAvg {het}", pct=True)
+    larger = paired_comparison(gains[0], gains[1])
+    if larger is None:
+        return _Finding("inconclusive", "no seed measured at both splits, nothing to pair", evidence)
+    if larger.n >= 2:
+        evidence += f"; gain at {het} minus gain at {hom}: {larger.describe(scale=100, unit=' points')}"
+    # A gain must exist to be largest somewhere: two losses of different size are not a larger gain.
+    verdict, reason = _judge(larger, expected=1, label=f"gain at {het} - gain at {hom}", scale=100, unit=" points")
+    combined = _all([_Finding(positive.verdict, positive.reason, ""), _Finding(verdict, reason, "")])
+    rising = _unconverged([(f"{m} {s}", r) for s in (het, hom) for m in ("FedASAM", "FedAvg")
+                           if (r := _row(rows, s, m)) is not None], larger.seeds)
+    if rising:
+        return _Finding("inconclusive", "accuracy still rising, " + "; ".join(rising), evidence)
+    return _Finding(combined.verdict, combined.reason, evidence)
+
+
+def _correlation_claim(rows: Sequence[dict[str, Any]]) -> _Finding | None:
+    """Spearman's rho between lambda_max and accuracy over every model (every seed's run), with its p-value."""
+    from scipy.stats import spearmanr
+
+    pairs, named = [], []
+    for r in rows:
+        lam, acc = _values(r, "lambda_1") or {}, _values(r, "accuracy") or {}
+        pairs += [(lam[s], acc[s]) for s in sorted(lam) if s in acc]
+        named.append((f"{r['algorithm']} {r['split']}", r))
+    if len(pairs) < 4:
+        return None
+    result = spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+    rho, p_value = float(result.statistic), float(result.pvalue)
+    evidence = f"Spearman rank correlation {rho:+.2f} (p = {p_value:.2f}) over {len(pairs)} models"
+    # A sign alone is no evidence with a handful of models: ask for a rank correlation unlikely under no relation.
+    if rho < 0 and p_value < 0.05:
+        verdict, reason = "held", "negative and significant at 5%"
+    elif rho > 0 and p_value < 0.05:
+        verdict, reason = "did not hold", "significant at 5% with the opposite sign"
+    else:
+        verdict, reason = "did not hold", f"not significant at 5% ({len(pairs)} models)"
+    rising = _unconverged(named, [s for r in rows for s in (_values(r, "accuracy") or {})])
+    if rising:
+        verdict, reason = "inconclusive", "accuracy still rising, " + "; ".join(rising)
+    return _Finding(verdict, reason, evidence)
 
 
 def check_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
-    """Check the paper's claims on a :func:`landscape.plots.paper.results_table` (first split = heterogeneous)."""
+    """Check the paper's claims on a :func:`landscape.plots.paper.results_table` (first split = heterogeneous).
+
+    Args:
+        rows: one dict per (split, algorithm) with ``accuracy``, ``lambda_1``, ``ratio`` (means), optionally
+            ``per_seed`` (key -> seed -> value, also ``converged`` and ``gain`` of each run's convergence
+            check), ``converged``/``gain``/``convergence_window`` of the group, ``*_std`` over seeds and
+            ``lambda_1_stderr``/``ratio_stderr`` over data subsets. A row without ``per_seed`` is one run.
+
+    Returns:
+        The claims, each with its verdict, reason and evidence (see the module docstring for the rules).
+    """
     splits = list(dict.fromkeys(r["split"] for r in rows))
     if not splits:
         return []
@@ -62,8 +250,8 @@ def check_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
     hom = splits[1] if len(splits) > 1 else None
     claims: list[Claim] = []
 
-    def add(text: str, result: tuple[bool | None, str]) -> None:
-        claims.append(Claim(text, result[0], result[1]))
+    def add(text: str, finding: _Finding) -> None:
+        claims.append(Claim(text, finding.verdict, finding.evidence, finding.reason))
 
     for key, what, lower, pct in (("accuracy", "higher test accuracy", False, True),
                                   ("lambda_1", "a lower λ_max (flatter)", True, False),
@@ -79,40 +267,27 @@ def check_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
         add(f"FedAvg is sharper at {het} than at {hom}.",
             _compare(_row(rows, het, "FedAvg"), _row(rows, hom, "FedAvg"), "lambda_1", lower=False,
                      name_a=f"FedAvg {het}", name_b=f"FedAvg {hom}"))
-        gains = []
-        for split in (het, hom):
-            a, b = _row(rows, split, "FedASAM"), _row(rows, split, "FedAvg")
-            gains.append(None if a is None or b is None or a["accuracy"] is None or b["accuracy"] is None
-                         else (a["accuracy"] - b["accuracy"]) * 100)
-        # A gain must exist to be largest somewhere: two losses of different size are not a larger gain.
-        held = None if None in gains else gains[0] > 0 and gains[0] > gains[1]
-        evidence = ("not measured" if held is None else
-                    f"FedASAM - FedAvg accuracy: {gains[0]:+.2f} points at {het}, {gains[1]:+.2f} at {hom}")
-        add(f"FedASAM improves accuracy over FedAvg, most of all at {het}.", (held, evidence))
-    pairs = [(r["lambda_1"], r["accuracy"]) for r in rows if r["lambda_1"] is not None and r["accuracy"] is not None]
-    if len(pairs) >= 4:
-        from scipy.stats import spearmanr
-
-        result = spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
-        rho, p_value = float(result.statistic), float(result.pvalue)
-        # A sign alone is no evidence with a handful of models: ask for a rank correlation unlikely under no relation.
+        add(f"FedASAM improves accuracy over FedAvg, most of all at {het}.", _gain_claim(rows, het, hom))
+    correlation = _correlation_claim(rows)
+    if correlation is not None:
         add("Flatter models generalise better: across all models, λ_max and test accuracy are negatively "
-            "rank-correlated (Spearman, p < 0.05).",
-            (rho < 0 and p_value < 0.05, f"Spearman rank correlation {rho:+.2f} (p = {p_value:.2f}) over {len(pairs)} models"))
+            "rank-correlated (Spearman, p < 0.05).", correlation)
     return claims
 
 
 def write_claims(claims: Sequence[Claim], path: str | os.PathLike[str], *, seeds: int = 1) -> list:
-    """A Markdown table of the verdicts; returns the file written (in a list, like the figure writers)."""
-    verdict = {True: "held", False: "did not hold", None: "not measured"}
-    lines = ["| claim (Caldarola et al., ECCV 2022) | verdict here | evidence |", "|---|---|---|"]
-    lines += [f"| {c.text} | **{verdict[c.held]}** | {c.evidence} |" for c in claims]
+    """A Markdown table of the verdicts (claim, verdict, reason, evidence); returns the file written (in a list)."""
+    from pathlib import Path
+
+    lines = ["| claim (Caldarola et al., ECCV 2022) | verdict here | reason | evidence |", "|---|---|---|---|"]
+    lines += [f"| {c.text} | **{c.verdict}** | {c.reason} | {c.evidence} |" for c in claims]
+    lines += ["", "Verdicts: held / did not hold when the 95% t-interval of the difference, runs paired by seed, excludes 0 "
+              "on the claimed / the other side; inconclusive when it holds 0, or when a run an accuracy claim rests on "
+              "was still rising (fedtrain.convergence); not measured when a run is missing."]
     if seeds == 1:
         lines += ["", "One seed per run: a difference between two runs is not tested against seed-to-seed noise "
                   "(rerun with `--seeds N` to get the spread)."]
     atomic_write_text(path, "\n".join(lines) + "\n")
-    from pathlib import Path
-
     return [Path(path)]
 
 
