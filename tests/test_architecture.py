@@ -51,7 +51,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("",), ("landscape.report",), "only the CLI imports the paper pipeline", allowed=(CLI, "landscape.report")),
     Rule(("",), ("flwr", "ray"), "only fedtrain.flower talks to Flower (an optional extra)", allowed=("fedtrain.flower",)),
 )
-TORCH_FREE = ("landscape.settings", "fedtrain.config", "landscape.federated.settings")
+TORCH_FREE = ("landscape.settings", "fedtrain.config", "landscape.federated.settings",
+              "fedtrain.convergence", "landscape.report.statistics", "landscape.report.claims")  # the verdicts read JSON only
 
 
 @dataclass(frozen=True)
