@@ -187,3 +187,30 @@ def test_the_markdown_table_has_a_reason_column_and_states_the_rules(tmp_path):
     assert text.startswith("| claim (Caldarola et al., ECCV 2022) | verdict here | reason | evidence |")
     assert "| **inconclusive** | FedSAM - FedAvg: difference" in text
     assert "paired by seed" in text and "One seed per run" not in text
+
+
+def test_runs_on_disk_are_paired_by_seed_and_an_old_runs_rising_curve_is_found_in_its_metrics(tmp_path):
+    """End to end from run folders (summary.json without a convergence record, as before the check existed)."""
+    import json
+
+    from fedtrain.config import TrainConfig
+    from fedtrain.io import write_json
+    from landscape.plots.paper import collect_runs, results_table
+
+    def run(name, algorithm, seed, final, rising=False):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_json(folder / "config.json", TrainConfig(dataset="synthetic", model="mlp", rounds=10, alpha=0.0,
+                                                       algorithm=algorithm, seed=seed).to_dict())
+        write_json(folder / "summary.json", {"last_k_mean_accuracy": final, "last_k": 1})
+        curve = [final - (0.05 * (10 - r) if rising else 0.0) for r in range(1, 11)]  # rising: 5 points a round
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"round": r, "test_accuracy": a}) + "\n"
+                                                      for r, a in enumerate(curve, start=1)))
+
+    for seed, (avg, sam) in enumerate([(0.50, 0.54), (0.60, 0.63), (0.55, 0.60)]):
+        run(f"avg{seed}", "fedavg", seed, avg)
+        run(f"sam{seed}", "fedsam", seed, sam, rising=seed == 2)
+    claim = next(c for c in check_claims(results_table(collect_runs([tmp_path]))) if "higher test accuracy" in c.text)
+    assert claim.verdict == "inconclusive"
+    assert "accuracy still rising, +10.0 points over the last 20% of rounds (FedSAM seed 2)" in claim.reason
+    assert "FedSAM - FedAvg +4.00 points [" in claim.evidence and "3 seeds" in claim.evidence
