@@ -83,3 +83,9 @@ def test_a_recorded_check_is_read_from_the_summary_not_recomputed(tmp_path):
     _seeded_run(tmp_path / "s0", 0, [0.5] * 10, record=record)
     (row,) = paper.results_table(paper.collect_runs([tmp_path]))
     assert row["gain"] == 7.0 and row["converged"] is False
+
+
+def test_a_damaged_convergence_record_is_recomputed_from_the_metrics(tmp_path):
+    _seeded_run(tmp_path / "s0", 0, [0.05 * r for r in range(1, 11)], record={"window": "a fifth"})
+    (row,) = paper.results_table(paper.collect_runs([tmp_path]))
+    assert row["converged"] is False and row["gain"] == pytest.approx(10.0)
