@@ -12,11 +12,11 @@ from fedlandscape_cli._common import friendly_errors, quiet_option
 @click.command("figures")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("figures"), show_default=True,
-              help="Folder for the figures (PNG and PDF) and results.md / results.csv.")
+              help="Folder for the figures (PNG and PDF), results.md / results.csv and report.html.")
 @quiet_option
 @friendly_errors
 def figures(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
-    """Assemble figures from training runs (folders with summary.json, their analysis/ and planes/).
+    """Assemble figures from training runs (folders with summary.json, their analysis/ and planes/), and report.html.
 
     \b
     Example:
@@ -24,11 +24,14 @@ def figures(run_dirs: tuple[Path, ...], out: Path, quiet: bool) -> None:
         wrote figures/surfaces_3d.png
         ...
     """
-    from fedtrain.lock import DirectoryLock
-    from landscape.plots.paper import make_figures
+    import shlex
 
+    from fedtrain.lock import DirectoryLock
+    from landscape.report.html import figures_with_report
+
+    command = shlex.join(["landscape", "figures", *map(str, run_dirs), "--out", str(out)])
     with DirectoryLock(out):  # refused while another command writes --out (or a reproduction around it)
-        written = make_figures(list(run_dirs), out)
+        written = figures_with_report(list(run_dirs), out, commands=[command])
     for files in [] if quiet else written.values():
         for file in files:
             click.echo(f"wrote {file}")

@@ -51,6 +51,7 @@ def reproduce(preset: str, out: Path, seeds: int, swa_collect: str | None, clien
     overrides = {k: v for k, v in (("swa_collect", swa_collect), ("client_sampling", client_sampling)) if v is not None}
     record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, device=device, log=log, progress=printer,
                               train_overrides=overrides)
-    click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}")
+    click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}; "
+               f"the whole report, one self-contained page: {out / 'figures' / 'report.html'}")
     click.echo((out / "figures" / "results.md").read_text())
     click.echo((out / "figures" / "claims.md").read_text())

@@ -32,7 +32,7 @@ from typing import Any
 
 from fedtrain.config import ALGORITHMS, TrainConfig, check_seed, shown_value
 from fedtrain.convergence import convergence_of
-from fedtrain.errors import ConfigError
+from fedtrain.errors import ConfigError, LandscapeError
 from fedtrain.io import atomic_write_text, read_json, write_json
 from fedtrain.lock import holds_lock
 from fedtrain.outpaths import inside, safe_name
@@ -42,11 +42,12 @@ from fedtrain.run import RunPaths, run_inputs, train
 from fedtrain.run_files import read_metrics, read_summary
 from fedtrain.sweep_results import SELECTION_RULE, best_points, point_label, summarise, sweep_table
 
-__all__ = ["SWEEP_FORMAT", "PLAN_NAME", "SweepPoint", "SweepGrid", "sweep", "read_sweep_plan"]
+__all__ = ["SWEEP_FORMAT", "PLAN_NAME", "SweepPoint", "SweepGrid", "sweep", "read_sweep_plan", "sweep_plan_file"]
 
 SWEEP_FORMAT = "fedlandscape.sweep"
 PLAN_FORMAT = "fedlandscape.sweep-plan"
 PLAN_NAME = "sweep-plan.json"  # not plan.json: that names a reproduction folder (landscape info tells them apart)
+_LEGACY_PLAN_NAME = "plan.json"  # what sweeps started before the plan had its own name wrote
 # Settings a grid point sets per run, and settings that say where or how a run computes, not what it computes
 # (as fedtrain.run lets a resume change them): neither is part of a sweep's base.
 _POINT_FIELDS = ("algorithm", "rho", "eta", "lr", "seed")
@@ -187,6 +188,22 @@ def read_sweep_plan(path: str | os.PathLike[str]) -> tuple[TrainConfig, list[tup
     return base, runs
 
 
+def sweep_plan_file(folder: str | os.PathLike[str]) -> Path | None:
+    """The plan of the sweep in ``folder``: ``sweep-plan.json``, or the ``plan.json`` of a sweep started before the
+    plan had its own name (a file with the sweep plan's format marker; a reproduction's ``plan.json`` is not one);
+    ``None`` when ``folder`` holds no sweep."""
+    root = Path(folder)
+    if (root / PLAN_NAME).is_file():
+        return root / PLAN_NAME
+    legacy = root / _LEGACY_PLAN_NAME
+    try:
+        if legacy.is_file() and read_json(legacy).get("format") == PLAN_FORMAT:
+            return legacy
+    except (LandscapeError, AttributeError):  # unreadable or not an object: whatever it is, not a sweep's plan
+        pass
+    return None
+
+
 def _optional_float(value: Any) -> float | None:
     if value is None:
         return None
@@ -201,9 +218,9 @@ def _plan(out: Path, base: TrainConfig, runs: list[tuple[SweepPoint, int]]) -> l
     Raises:
         ConfigError: ``out`` holds a sweep with other base settings, or a plan that is not a sweep's.
     """
-    plan_file = out / PLAN_NAME
+    plan_file = sweep_plan_file(out)
     planned: list[tuple[SweepPoint, int]] = []
-    if plan_file.is_file():
+    if plan_file is not None:
         old_base, planned = read_sweep_plan(plan_file)
         new, old = _base_record(base), _base_record(old_base)
         changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
@@ -213,8 +230,10 @@ def _plan(out: Path, base: TrainConfig, runs: list[tuple[SweepPoint, int]]) -> l
                               "(algorithms, rho, eta, lr, seeds) may change, and a new grid extends the sweep.")
     keys = {_run_key(p, s) for p, s in planned}
     planned += [(p, s) for p, s in runs if _run_key(p, s) not in keys]
-    write_json(plan_file, {"format": PLAN_FORMAT, "format_version": 1, "base": _base_record(base),
-                           "runs": [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}"} for p, s in planned]})
+    write_json(out / PLAN_NAME, {"format": PLAN_FORMAT, "format_version": 1, "base": _base_record(base),
+                                 "runs": [{**p.to_dict(), "seed": s, "folder": f"runs/{_run_key(p, s)}"} for p, s in planned]})
+    if plan_file is not None and plan_file.name == _LEGACY_PLAN_NAME:
+        plan_file.unlink()  # renamed: a plan.json would make the folder look like a reproduction
     return planned
 
 
@@ -319,7 +338,7 @@ def sweep(
     say = log or (lambda line: None)
     root = Path(out)
     for name, what in (("plan.json", "a reproduction"), ("config.json", "a training run")):
-        if (root / name).is_file():
+        if (root / name).is_file() and sweep_plan_file(root) != root / name:
             raise ConfigError(f"{root} holds {what} ({name}); a sweep writes its own runs/ and files, which would mix with it. "
                               "Choose another --out.")
     points = grid.points(base)

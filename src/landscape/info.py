@@ -20,7 +20,7 @@ from fedtrain.errors import DataFormatError, LandscapeError
 from fedtrain.io import read_json
 from fedtrain.run import RunPaths
 from fedtrain.run_files import read_metrics, read_run_config, read_summary
-from fedtrain.sweep import PLAN_NAME, read_sweep_plan
+from fedtrain.sweep import PLAN_NAME, read_sweep_plan, sweep_plan_file
 from landscape.hessian.analysis import read_report
 from landscape.reproduction_files import read_history, read_plan
 
@@ -70,10 +70,10 @@ def describe(path: str | os.PathLike[str]) -> ArtefactInfo:
     if not target.exists():
         raise DataFormatError(f"Nothing at {target}: no such file or folder. Check the path.")
     if target.is_dir():
+        if sweep_plan_file(target) is not None:
+            return _sweep(target)
         if (target / "plan.json").is_file() and (target / "runs").is_dir():
             return _reproduction(target)
-        if (target / PLAN_NAME).is_file():
-            return _sweep(target)
         if RunPaths(target).config.is_file():
             return _run(target)
     elif target.suffix == ".npz":
@@ -251,7 +251,7 @@ def _reproduction(folder: Path) -> ArtefactInfo:
 
 
 def _sweep(folder: Path) -> ArtefactInfo:
-    base, planned = read_sweep_plan(folder / PLAN_NAME)
+    base, planned = read_sweep_plan(sweep_plan_file(folder))
     folders = [folder / "runs" / f"{point.name}-seed{seed}" for point, seed in planned]
     finished = sum(RunPaths(f).summary.is_file() for f in folders)
     record = read_json(folder / "sweep.json") if (folder / "sweep.json").is_file() else {}

@@ -197,3 +197,13 @@ def test_the_eta_is_the_rounds_left_at_the_seconds_per_round_trained_in_this_ses
     meter.train_event({"round": 3, "rounds": 4, "train_loss": 0.5})
     assert events[-1].eta == pytest.approx(7.0 / 5 * 1)  # (4 s + 3 s) / (4 + 1) rounds, 1 round left
     assert events[-1].detail == "run 3/3 fedsam rho=0.5 lr=0.1 seed 0, round 3/4, loss 0.5000"
+
+
+def test_a_sweep_whose_plan_was_written_as_plan_json_continues_under_its_new_name(tmp_path):
+    grid = SweepGrid(algorithms=("fedsam",), rhos=(0.05,))
+    first = sweep(base(), grid, tmp_path)
+    (tmp_path / "sweep-plan.json").rename(tmp_path / "plan.json")  # as sweeps wrote it before it had its own name
+    lines = []
+    again = sweep(base(), SweepGrid(algorithms=("fedsam",), rhos=(0.05, 0.5)), tmp_path, log=lines.append)
+    assert (tmp_path / "sweep-plan.json").is_file() and not (tmp_path / "plan.json").exists()
+    assert again["runs"][0] == first["runs"][0] and sum("skipped" in line for line in lines) == 1

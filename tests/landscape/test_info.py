@@ -136,6 +136,8 @@ def test_a_sweep_folder_lists_its_runs_and_best_points_and_a_cut_one_is_incomple
     best = record["best"]["per_algorithm"]["fedsam"]
     assert info.kind == "sweep" and info.complete and info.made["runs_planned"] == 2 and info.made["validation"] == 200
     assert info.headline["best fedsam"].startswith(f"rho={best['rho']:g} lr=0.1: {100 * best['mean']:.2f}%")
+    (tmp_path / "s" / "sweep-plan.json").rename(tmp_path / "s" / "plan.json")  # a sweep started before the plan had its own name
+    assert describe(tmp_path / "s").kind == "sweep"
     shutil.rmtree(tmp_path / "s" / "runs" / "fedsam_rho0.5_lr0.1-seed0")
     cut = describe(tmp_path / "s")
     assert not cut.complete and cut.status.startswith("1 of 2 runs trained")

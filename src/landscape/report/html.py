@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from fedtrain.io import atomic_write_text
 
 __all__ = ["ClaimLike", "Figure", "ReportPage", "render_report", "markdown_table", "swa_collection_note",
-           "report_versions", "report_page", "write_report", "FIGURE_CAPTIONS", "REPORT_NAME"]
+           "report_versions", "report_page", "write_report", "figures_with_report", "FIGURE_CAPTIONS", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 
@@ -292,3 +293,39 @@ def write_report(path: str | Path, page: ReportPage) -> list[Path]:
     """Write :func:`render_report` of ``page`` to ``path`` atomically; returns the file (in a list, like the figure writers)."""
     atomic_write_text(path, render_report(page))
     return [Path(path)]
+
+
+def figures_with_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                        commands: Sequence[str] = ()) -> dict[str, list[Path]]:
+    """``landscape figures``: the figures and results table of the runs at or below ``paths`` and their ``report.html``.
+
+    The page's settings are each run's configuration, its device the runs' recorded device, its timings the
+    runs' training wall times, and its claims :func:`~landscape.report.claims.check_claims` of their table.
+
+    Args:
+        paths: run folders or folders of runs (:func:`landscape.plots.paper.collect_runs`).
+        out: the figures folder.
+        commands: the commands that redraw it.
+
+    Returns:
+        Figure name -> files written, ``report`` included.
+
+    Raises:
+        ConfigError: no finished run found.
+    """
+    from landscape.plots.paper import collect_planes, collect_runs, draw_figures, results_table
+    from landscape.report.claims import check_claims
+
+    records = collect_runs(paths)
+    written = draw_figures(records, collect_planes(paths), out)
+    devices = {json.dumps(r.summary.get("device_used"), sort_keys=True): r.summary.get("device_used") for r in records}
+    device = next(iter(devices.values())) if len(devices) == 1 else {str(r.path): r.summary.get("device_used") for r in records}
+    page = report_page(
+        out, title=f"Figures of {len(records)} training runs", written=written,
+        claims=check_claims(results_table(records)), configs=[r.config.to_dict() for r in records],
+        settings={str(r.path): r.config.to_dict() for r in records}, device=device,
+        timings=[{"stages": [{"stage": "train", "what": str(r.path), "skipped": False,
+                              "seconds": float(r.summary.get("wall_seconds") or 0.0)} for r in records]}],
+        commands=commands)
+    written["report"] = write_report(Path(out) / REPORT_NAME, page)
+    return written

@@ -9,7 +9,7 @@ Layout of ``OUT``::
         analysis/hessian.json, analysis/surface.npz
     planes/<split>-seed<k>/surface.npz     train-loss plane through FedAvg, FedASAM, FedASAM+SWA
         (partial.npz while it is computed)
-    figures/                               figures, results table, claims
+    figures/                               figures, results table, claims, report.html (the whole page)
     reproduce.json                         per invocation, what each stage did and how long it took
 
 SWA runs branch off their plain run at the SWA start round (``fedtrain.run.train(init_from=...)``),
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,13 +40,14 @@ from landscape.hessian.tracking import TRACKER_NAME, SharpnessTracker
 from landscape.settings import TrackingSettings
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
+from landscape.report.html import REPORT_NAME, report_page, write_report
 from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
 from landscape.report.stages import StageRunner
 from landscape.reproduction_files import read_history, read_plan
 from landscape.surface.api import surface_for_checkpoint
 from landscape.surface.record import load_surface, save_surface
 
-__all__ = ["RunSpec", "plan_runs", "reproduce"]
+__all__ = ["RunSpec", "plan_runs", "reproduce", "rerun_commands"]
 
 PARTIAL_PLANE = "partial.npz"  # a plane's grid while it is computed, next to its surface.npz
 
@@ -209,14 +211,36 @@ def reproduce(
     with stage.running("figures", str(figures_dir)):  # recorded below with the list of figures, not by the runner
         records = collect_runs([root / "runs"])
         written = draw_figures(records, collect_planes([root / "planes"]), figures_dir)
-        written["claims"] = write_claims(check_claims(results_table(records)), figures_dir / "claims.md", seeds=seeds)
+        claims = check_claims(results_table(records))
+        written["claims"] = write_claims(claims, figures_dir / "claims.md", seeds=seeds)
     record["stages"].append({"stage": "figures", "what": str(figures_dir), "skipped": False,
                              "seconds": time.perf_counter() - start})
+    written["report"] = write_report(figures_dir / REPORT_NAME, report_page(
+        figures_dir, title=f"Reproduction '{name}', {seeds} seed{'s' if seeds > 1 else ''}", written=written, claims=claims,
+        configs=[r.config.to_dict() for r in records], settings=plan, device=used, timings=[*history, record],
+        commands=rerun_commands(name, seeds, root, settings, data_dir)))
     say(f"[figures] {figures_dir}: {', '.join(sorted(written))}")
     record["figures"] = {k: [str(p) for p in v] for k, v in written.items()}
     record["total_seconds"] = sum(s["seconds"] for s in record["stages"])
     write_json(history_file, {"invocations": [*history, record]})  # a rerun that only redraws keeps the first timings
     return record
+
+
+def rerun_commands(name: str, seeds: int, root: Path, settings: ReproduceSettings,
+                   data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The shell commands that rerun (continue, or redraw) the reproduction ``name`` in ``root``."""
+    if name not in REPRODUCE_PRESETS:
+        return [f"# custom settings: landscape.report.reproduce.reproduce(ReproduceSettings.from_dict(plan['settings']), "
+                f"{str(root)!r}, seeds={seeds}) with the settings of {root / 'plan.json'}"]
+    words = ["landscape", "reproduce", "--preset", name, "--seeds", str(seeds), "--out", str(root)]
+    preset = REPRODUCE_PRESETS[name].train_overrides
+    for key in ("swa_collect", "client_sampling"):
+        if key in settings.train_overrides and settings.train_overrides[key] != preset.get(key):
+            words += [f"--{key.replace('_', '-')}", str(settings.train_overrides[key])]
+    if data_dir is not None:
+        words += ["--data-dir", str(data_dir)]
+    return [shlex.join(words), shlex.join(["landscape", "figures", str(root / "runs"), str(root / "planes"), "--out",
+                                           str(root / "figures")])]
 
 
 def _with_overrides(settings: ReproduceSettings, overrides: Mapping[str, Any]) -> ReproduceSettings:

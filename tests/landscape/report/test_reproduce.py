@@ -243,3 +243,42 @@ def test_the_committed_quick_plans_still_ask_for_the_quick_preset(saved_plan):
     quick = {"preset": "quick", "seeds": 1, "settings": REPRODUCE_PRESETS["quick"].to_dict()}
     assert _same_plan(saved, quick)
     assert not _same_plan(saved, {**quick, "seeds": 2})
+
+
+def test_the_report_page_holds_the_figures_claims_plan_timings_and_commands(smoke):
+    import base64
+    import html
+    import re
+
+    from landscape.report.claims import check_claims
+    from landscape.plots.paper import collect_runs, results_table
+
+    out, record, _ = smoke
+    page = (out / "figures" / "report.html").read_text()
+    assert [str(out / "figures" / "report.html")] == json.loads((out / "reproduce.json").read_text())["invocations"][0]["figures"]["report"]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert sorted(name for name, _ in images) == sorted(FIGURES)
+    for name, data in images:
+        assert base64.b64decode(data) == (out / "figures" / f"{name}.png").read_bytes()
+    for claim in check_claims(results_table(collect_runs([out / "runs"]))):
+        assert html.escape(claim.text) in page and html.escape(claim.verdict) in page
+    assert "&quot;train_preset&quot;: &quot;quick&quot;" in page  # plan.json's settings
+    assert f"landscape reproduce --preset smoke --seeds 1 --out {out}" in page
+    assert "SWA collection point" in page and "git_commit" in page and "<td>train</td>" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_figures_command_writes_the_report_page_of_its_runs(smoke, tmp_path):
+    from click.testing import CliRunner
+
+    from fedlandscape_cli import main
+
+    out, _, _ = smoke
+    target = tmp_path / "f"
+    result = CliRunner().invoke(main, ["figures", str(out / "runs"), str(out / "planes"), "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {target / 'report.html'}" in result.output
+    page = (target / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert f"landscape figures {out / 'runs'} {out / 'planes'} --out {target}" in page
+    assert "<th>algorithm</th>" in page and "FedASAM+SWA" in page and "&quot;algorithm&quot;: &quot;fedasam&quot;" in page

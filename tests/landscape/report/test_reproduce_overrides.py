@@ -66,3 +66,19 @@ def test_the_cli_passes_the_flags_as_training_overrides(tmp_path, monkeypatch):
     assert calls == [("smoke", {"swa_collect": "reference", "client_sampling": "reference"}), ("smoke", {})]
     bad = runner.invoke(main, ["reproduce", "--swa-collect", "middle", "--out", str(tmp_path / "r")])
     assert bad.exit_code == 2 and "'middle' is not one of 'end', 'reference'" in bad.output
+
+
+def test_the_rerun_commands_name_the_preset_seeds_flags_and_data(tmp_path):
+    from pathlib import Path
+
+    from landscape.report.reproduce import rerun_commands
+
+    quick = REPRODUCE_PRESETS["quick"]
+    assert rerun_commands("quick", 3, Path("runs/q"), quick) == [
+        "landscape reproduce --preset quick --seeds 3 --out runs/q",
+        "landscape figures runs/q/runs runs/q/planes --out runs/q/figures"]
+    changed = _with_overrides(quick, {"swa_collect": "reference", "client_sampling": "reference"})
+    assert rerun_commands("quick", 1, Path("my runs"), changed, data_dir="/data/x")[0] == (
+        "landscape reproduce --preset quick --seeds 1 --out 'my runs' --swa-collect reference "
+        "--client-sampling reference --data-dir /data/x")
+    assert rerun_commands("custom", 1, Path("r"), quick)[0].startswith("# custom settings")
