@@ -64,7 +64,7 @@ def sweep(preset, config_file, algorithms, rho, eta, lr, seeds, rounds, validati
               --validation 5000 --threads 1 --out runs/sweep-fedsam
         [sweep] run 1/5 fedsam rho=0.01 lr=0.05 seed 0 ...
         ...
-        best fedsam: fedsam rho=0.05 lr=0.05: 70.12 % (1 seed)
+        best fedsam: rho=RHO lr=0.05: ACCURACY % (1 seed)
     """
     from fedtrain.config import resolve_config
     from fedtrain.lock import DirectoryLock
