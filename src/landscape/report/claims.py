@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fedtrain.convergence import DEFAULT_THRESHOLD
 from fedtrain.io import atomic_write_text
 from landscape.report.statistics import PairedComparison, paired_comparison
 
@@ -113,6 +114,19 @@ def _unconverged(named: Sequence[tuple[str, dict[str, Any]]], seeds: Sequence[in
     return out
 
 
+def _imprecise(named: Sequence[tuple[str, dict[str, Any]]], seeds: Sequence[int]) -> list[str]:
+    """Runs among ``seeds`` that passed the check with a gain whose standard error reaches the threshold."""
+    out = []
+    for name, row in named:
+        per_seed = row.get("per_seed") or {}
+        flags, gains, errors = (per_seed.get(k) or {} for k in ("converged", "gain", "gain_stderr"))
+        for seed, ok in flags.items():
+            error = errors.get(seed)
+            if ok is True and int(seed) in seeds and error is not None and error >= DEFAULT_THRESHOLD:
+                out.append(f"{name} seed {seed} {gains.get(seed):+.1f} ± {error:.1f}")
+    return out
+
+
 def _judge(diff: PairedComparison, *, expected: int, label: str, scale: float, unit: str,
            stderr: float | None = None) -> tuple[str, str]:
     """Verdict and reason of one paired difference whose claimed sign is ``expected`` (+1 higher, -1 lower)."""
@@ -161,6 +175,10 @@ def _compare(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str, *, lo
         rising = _unconverged([(name_a, a), (name_b, b)], diff.seeds)
         if rising:
             verdict, reason = "inconclusive", f"{label}: accuracy still rising, " + "; ".join(rising)
+        noisy = _imprecise([(name_a, a), (name_b, b)], diff.seeds)
+        if noisy and not rising:
+            # passed the check, but the fit could not have told a 2-point rise from noise: say so
+            evidence += f" (convergence fit imprecise, gain in points: {', '.join(noisy)})"
     return _Finding(verdict, reason, evidence)
 
 

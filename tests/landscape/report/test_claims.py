@@ -214,3 +214,11 @@ def test_runs_on_disk_are_paired_by_seed_and_an_old_runs_rising_curve_is_found_i
     assert claim.verdict == "inconclusive"
     assert "accuracy still rising, +10.0 points over the last 20% of rounds (FedSAM seed 2)" in claim.reason
     assert "FedSAM - FedAvg +4.00 points [" in claim.evidence and "3 seeds" in claim.evidence
+
+
+def test_a_check_passed_with_a_fit_too_noisy_to_tell_is_stated_in_the_evidence():
+    rows = [_seeded("α = 0", "FedAvg", [0.50], [9.0], gains=[-6.2]), _seeded("α = 0", "FedSAM", [0.49], [6.0], gains=[-9.8])]
+    rows[1]["per_seed"]["gain_stderr"] = {0: 17.8}
+    accuracy = _claim(rows, "higher test accuracy")
+    assert accuracy.verdict == "did not hold"  # the rule is the gain; its uncertainty is reported, not judged
+    assert "convergence fit imprecise, gain in points: FedSAM seed 0 -9.8 ± 17.8" in accuracy.evidence
