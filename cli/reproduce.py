@@ -24,13 +24,19 @@ from landscape.report.presets import REPRODUCE_PRESETS
 @click.option("--client-sampling", type=click.Choice(CLIENT_SAMPLING_SCHEMES), default=None,
               help="How each round draws its clients: toolkit (the presets' setting) or reference (the FedSAM code's "
                    "np.random.seed(round) draw). Part of the plan.")
+@click.option("--methods", default=None, metavar="NAME[,NAME...]",
+              help="Train these methods on every split instead of the preset's FedAvg/FedSAM/FedASAM (+SWA): built-in names "
+                   "(fedavg, fedsam, fedasam, mofedsam, fedgamma, fedlesam, fedgloss) or package.module:Class; name+swa adds "
+                   "the run with server-side SWA. Part of the plan.")
+@click.option("--splits", default=None, metavar="NAME[,NAME...]",
+              help="Only these of the preset's splits (heterogeneous, homogeneous). Part of the plan.")
 @data_dir_option
 @device_option(help="Where every stage computes: auto (a GPU when there is one), cpu, cuda or cuda:N. Not part of the "
                     "plan: a reproduction may be continued on another machine.")
 @quiet_option
 @friendly_errors
-def reproduce(preset: str, out: Path, seeds: int, swa_collect: str | None, client_sampling: str | None, data_dir: Path | None,
-              device: str, quiet: bool) -> None:
+def reproduce(preset: str, out: Path, seeds: int, swa_collect: str | None, client_sampling: str | None, methods: str | None,
+              splits: str | None, data_dir: Path | None, device: str, quiet: bool) -> None:
     """Train FedAvg, FedSAM, FedASAM (+SWA) on a heterogeneous and a homogeneous split, analyse every final model, draw the figures.
 
     Progress: one line on stderr for the whole job (stage k of n, the running run's round or the analysis's
@@ -50,8 +56,13 @@ def reproduce(preset: str, out: Path, seeds: int, swa_collect: str | None, clien
     log = (lambda line: None) if quiet else printer.note if printer.tty else click.echo
     overrides = {k: v for k, v in (("swa_collect", swa_collect), ("client_sampling", client_sampling)) if v is not None}
     record = run_reproduction(preset, out, seeds=seeds, data_dir=data_dir, device=device, log=log, progress=printer,
-                              train_overrides=overrides)
+                              train_overrides=overrides, methods=_names(methods), splits=_names(splits))
     click.echo(f"done in {record['total_seconds']:.0f} s; results: {out / 'figures' / 'results.md'}; "
                f"the whole report, one self-contained page: {out / 'figures' / 'report.html'}")
     click.echo((out / "figures" / "results.md").read_text())
     click.echo((out / "figures" / "claims.md").read_text())
+
+
+def _names(option: str | None) -> tuple[str, ...]:
+    """``"a, b"`` -> ``("a", "b")``; no option: ``()``."""
+    return () if option is None else tuple(name.strip() for name in option.split(",") if name.strip())

@@ -277,6 +277,13 @@ def check_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
         add(f"At {het}, FedSAM and FedASAM reach {what} than FedAvg.",
             _all([_compare(_row(rows, het, m), _row(rows, het, "FedAvg"), key, lower=lower, name_a=m, name_b="FedAvg", pct=pct)
                   for m in ("FedSAM", "FedASAM")]))
+    # The methods beyond the paper's (reproduce --methods: MoFedSAM, FedLESAM, a user's method...), each against FedAvg.
+    later = [r["algorithm"] for r in rows if r["split"] == het and r["algorithm"] not in ("FedAvg", "FedSAM", "FedASAM")
+             and not r["algorithm"].endswith("+SWA")]
+    for m in later:
+        for key, what, lower, pct in (("lambda_1", "a lower λ_max (flatter)", True, False), ("accuracy", "higher test accuracy", False, True)):
+            add(f"At {het}, {m} reaches {what} than FedAvg.",
+                _compare(_row(rows, het, m), _row(rows, het, "FedAvg"), key, lower=lower, name_a=m, name_b="FedAvg", pct=pct))
     for key, what, lower, pct in (("accuracy", "raises test accuracy", False, True), ("lambda_1", "lowers λ_max", True, False)):
         add(f"At {het}, server-side SWA {what} for each algorithm.",
             _all([_compare(_row(rows, het, f"{m}+SWA"), _row(rows, het, m), key, lower=lower, name_a=f"{m}+SWA", name_b=m, pct=pct)

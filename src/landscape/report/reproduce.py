@@ -22,7 +22,7 @@ import dataclasses
 import os
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from landscape.settings import TrackingSettings
 from landscape.plots.paper import algorithm_label, collect_planes, collect_runs, draw_figures, results_table
 from landscape.report.claims import check_claims, write_claims
 from landscape.report.html import REPORT_NAME, report_page, write_report
-from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings
+from landscape.report.presets import MAX_SEEDS, PLANE_MODELS, REPRODUCE_PRESETS, ReproduceSettings, restrict_splits
 from landscape.report.stages import StageRunner
 from landscape.reproduction_files import read_history, read_plan
 from landscape.surface.api import surface_for_checkpoint
@@ -85,7 +85,7 @@ def plan_runs(settings: ReproduceSettings, seeds: int, *, data_dir: str | os.Pat
     specs = []
     for seed in range(seeds):
         for split, alpha in settings.splits:
-            for algorithm, swa in settings.algorithms[split]:
+            for algorithm, swa in settings.runs(split):
                 base = preset_config(settings.train_preset, **{**settings.train_overrides, "alpha": alpha,
                                                                "algorithm": algorithm, "seed": seed,
                                                                "data_dir": None if data_dir is None else str(data_dir),
@@ -130,6 +130,8 @@ def reproduce(
     log: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
     train_overrides: Mapping[str, Any] | None = None,
+    methods: Sequence[str] = (),
+    splits: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or finish) a reproduction into ``out`` and draw its figures.
 
@@ -148,6 +150,9 @@ def reproduce(
             --swa-collect reference --client-sampling reference``); part of the plan, so a reproduction continues
             only with the same ones. One that the preset's runs already have is dropped, so naming a default
             does not change the plan.
+        methods: what every split trains instead of the preset's algorithms (``--methods fedavg,fedsam,fedlesam``;
+            ``name+swa`` adds the SWA run; :attr:`ReproduceSettings.methods`); part of the plan. Empty: the preset's.
+        splits: only these of the preset's splits (``--splits heterogeneous``); part of the plan. Empty: all.
 
     Returns:
         The record of this invocation, also appended to ``reproduce.json``: per stage what was done or
@@ -163,6 +168,10 @@ def reproduce(
     else:
         name, settings = "custom", preset
     settings = _with_overrides(settings, train_overrides or {})
+    if splits:
+        settings = restrict_splits(settings, tuple(splits))
+    if methods:
+        settings = dataclasses.replace(settings, methods=tuple(methods))
     say = log or (lambda line: None)
     root = Path(out)
     plan = {"preset": name, "seeds": seeds, "settings": settings.to_dict()}
