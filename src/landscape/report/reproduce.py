@@ -246,6 +246,11 @@ def rerun_commands(name: str, seeds: int, root: Path, settings: ReproduceSetting
     for key in ("swa_collect", "client_sampling"):
         if key in settings.train_overrides and settings.train_overrides[key] != preset.get(key):
             words += [f"--{key.replace('_', '-')}", str(settings.train_overrides[key])]
+    splits = [split for split, _ in settings.splits]
+    if splits != [split for split, _ in REPRODUCE_PRESETS[name].splits]:
+        words += ["--splits", ",".join(splits)]
+    if settings.methods:
+        words += ["--methods", ",".join(settings.methods)]
     if data_dir is not None:
         words += ["--data-dir", str(data_dir)]
     return [shlex.join(words), shlex.join(["landscape", "figures", str(root / "runs"), str(root / "planes"), "--out",

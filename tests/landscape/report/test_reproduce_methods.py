@@ -107,3 +107,14 @@ def test_the_cli_refuses_an_unknown_method_in_one_paragraph(tmp_path):
     result = CliRunner().invoke(main, ["reproduce", "--preset", "smoke", "--methods", "fedavg,nosuch", "--out", str(tmp_path / "r")])
     assert result.exit_code != 0 and "unknown method 'nosuch'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r" / "plan.json").exists()
+
+
+def test_the_rerun_command_names_the_splits_and_methods():
+    from pathlib import Path
+
+    from landscape.report.reproduce import rerun_commands
+
+    chosen = dataclasses.replace(restrict_splits(REPRODUCE_PRESETS["quick"], ("heterogeneous",)), methods=("fedavg", "fedlesam+swa"))
+    assert rerun_commands("quick", 1, Path("runs/m"), chosen)[0] == (
+        "landscape reproduce --preset quick --seeds 1 --out runs/m --splits heterogeneous --methods fedavg,fedlesam+swa")
+    assert "--methods" not in rerun_commands("quick", 1, Path("runs/q"), REPRODUCE_PRESETS["quick"])[0]
