@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -117,13 +118,17 @@ class UtilisationSampler:
         return f"{statistics.mean(inside):.0f}% ({len(inside)} samples, {self.source})" if inside else "n/a"
 
 
-def timed_rounds(config: TrainConfig, out: Path, device: torch.device) -> tuple[list[float], float, tuple[float, float]]:
-    """Wall times of rounds 2..R-1 of ``train``, the last round's time (it evaluates and checkpoints), and the timed window."""
+def timed_rounds(config: TrainConfig, out: Path, device: torch.device, *,
+                 clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], float, tuple[float, float]]:
+    """Times of rounds 2..R-1 of ``train``, the last round's time (it evaluates and checkpoints), and the timed window.
+
+    ``clock`` is wall time by default; ``time.process_time`` (this process's CPU time) is steadier on a shared machine.
+    """
     stamps: list[float] = []
 
     def stamp(event: dict) -> None:
         synchronize(device)
-        stamps.append(time.perf_counter())
+        stamps.append(clock())
 
     train(config, out, overwrite=True, progress=stamp)
     rounds = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]
