@@ -282,3 +282,24 @@ def test_figures_command_writes_the_report_page_of_its_runs(smoke, tmp_path):
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert f"landscape figures {out / 'runs'} {out / 'planes'} --out {target}" in page
     assert "<th>algorithm</th>" in page and "FedASAM+SWA" in page and "&quot;algorithm&quot;: &quot;fedasam&quot;" in page
+
+
+def test_chromium_shows_every_figure_and_the_table_of_the_reproductions_page(smoke):
+    import base64
+    import re
+
+    from tests.landscape.report.test_html import _browser, _chromium
+
+    if _chromium() is None:
+        import os
+
+        if not os.environ.get("CI"):
+            pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this")
+    out, _, _ = smoke
+    dom = _browser("--dump-dom", (out / "figures" / "report.html").as_uri())
+    assert dom.returncode == 0, dom.stderr
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', dom.stdout)
+    assert sorted(name for name, _ in images) == sorted(FIGURES)
+    assert all(base64.b64decode(data) == (out / "figures" / f"{name}.png").read_bytes() for name, data in images)
+    table = re.search(r'<section id="results">.*?<table>(.*?)</table>', dom.stdout, re.S)
+    assert table is not None and "<th>algorithm</th>" in table.group(1) and "FedASAM+SWA" in table.group(1)
