@@ -10,6 +10,7 @@ import pytest
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from fedtrain.config import PRESET_RHO
 from fedtrain.errors import ConfigError
 from fedtrain.flower.app import run_request
 from fedtrain.run import train
@@ -32,7 +33,8 @@ def test_run_config_layers_preset_file_and_settings(tmp_path):
     (tmp_path / "run.yaml").write_text("rounds: 7\nalgorithm: fedsam\n")
     request = run_request({"out": str(tmp_path / "r"), "preset": "quick", "config-file": str(tmp_path / "run.yaml"),
                            "algorithm": "fedasam", "overwrite": True})
-    assert (request.config.rounds, request.config.algorithm, request.config.rho) == (7, "fedasam", 0.7)
+    # the algorithm from the settings wins over the file's, and its radius is the preset's tuned one
+    assert (request.config.rounds, request.config.algorithm, request.config.rho) == (7, "fedasam", PRESET_RHO["quick"]["fedasam"])
     assert request.config.num_clients == 100 and request.overwrite
     assert run_request({"out": "x", "preset": "", "config-file": "", "algorithm": ""}).config.algorithm == "fedavg"
 
