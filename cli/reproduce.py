@@ -26,7 +26,7 @@ from landscape.report.presets import REPRODUCE_PRESETS
                    "np.random.seed(round) draw). Part of the plan.")
 @click.option("--methods", default=None, metavar="NAME[,NAME...]",
               help="Train these methods on every split instead of the preset's FedAvg/FedSAM/FedASAM (+SWA): built-in names "
-                   "(fedavg, fedsam, fedasam, mofedsam, fedgamma, fedlesam, fedgloss) or package.module:Class; name+swa adds "
+                   "(fedavg, fedsam, fedasam, mofedsam, fedgamma, fedlesam, fedgloss, fedspeed) or package.module:Class; name+swa adds "
                    "the run with server-side SWA. Part of the plan.")
 @click.option("--splits", default=None, metavar="NAME[,NAME...]",
               help="Only these of the preset's splits (heterogeneous, homogeneous). Part of the plan.")

@@ -54,7 +54,7 @@ PARTITION_SCHEMES: tuple[str, ...] = ("dirichlet", "iid", "dirichlet-class")
 # algorithm -> local optimiser of ClientConfig; the methods themselves are in fedtrain.methods (BUILTIN_METHODS
 # holds exactly these names). A user's method is named by import path instead (package.module:Class).
 ALGORITHMS: dict[str, str] = {"fedavg": "sgd", "fedsam": "sam", "fedasam": "asam", "mofedsam": "sam", "fedgamma": "sam",
-                              "fedlesam": "sgd", "fedgloss": "sam"}  # FedLESAM: one pass a step, its perturbation is not SAM's
+                              "fedlesam": "sgd", "fedgloss": "sam", "fedspeed": "sam"}  # FedLESAM: one pass a step, its perturbation is not SAM's
 OPTIMIZERS: tuple[str, ...] = tuple(dict.fromkeys(ALGORITHMS.values()))
 SWA_COLLECT_MODES: tuple[str, ...] = ("end", "reference")
 # How a round draws its clients (fedtrain.server.select_clients): the toolkit's (seed, round)-derived draw, or the
@@ -64,7 +64,8 @@ COHORT_MODES: tuple[str, ...] = ("auto", "sequential", "vmap")  # how a round tr
 ENGINES: tuple[str, ...] = ("native", "flower")  # what runs the rounds: this process, or Flower nodes (fedtrain.flower)
 # paper values, CIFAR-10 (fedsam.md §2.4); MoFedSAM and FedGAMMA: FL-Simulator's --rho default (train.py); FedLESAM:
 # its train.py default; FedGloSS: the clients' --rho-l of the authors' paper_experiments scripts
-DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1, "fedlesam": 0.1, "fedgloss": 0.15}
+DEFAULT_RHO = {"fedavg": None, "fedsam": 0.1, "fedasam": 0.7, "mofedsam": 0.1, "fedgamma": 0.1, "fedlesam": 0.1, "fedgloss": 0.15,
+               "fedspeed": 0.1}
 # Radii tuned for a preset's task on a validation split carved from its training data (`landscape sweep`; the
 # README's "Tuning the radii" has the sweep): a run of that preset that gives no rho gets these, not DEFAULT_RHO.
 # quick: 50-round runs, 3,000 held-out examples, seed 0 (runs/sweeps/ in the README's commands).

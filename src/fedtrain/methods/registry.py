@@ -11,6 +11,7 @@ from fedtrain.methods.fedavg import FedASAM, FedAvg, FedSAM
 from fedtrain.methods.fedgamma import FedGAMMA
 from fedtrain.methods.fedgloss import FedGloSS
 from fedtrain.methods.fedlesam import FedLESAM
+from fedtrain.methods.fedspeed import FedSpeed
 from fedtrain.methods.mofedsam import MoFedSAM
 from fedtrain.plugins import is_import_path, resolve
 
@@ -18,7 +19,7 @@ __all__ = ["BUILTIN_METHODS", "method_class", "load_method", "check_method"]
 
 # Every name of fedtrain.config.ALGORITHMS (the torch-free choice list) and nothing else: tests/fedtrain/methods checks it.
 BUILTIN_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (FedAvg, FedSAM, FedASAM, MoFedSAM, FedGAMMA, FedLESAM, FedGloSS)
+    cls.name: cls for cls in (FedAvg, FedSAM, FedASAM, MoFedSAM, FedGAMMA, FedLESAM, FedGloSS, FedSpeed)
 }
 
 

@@ -45,14 +45,15 @@ __all__ = ["RunRecord", "collect_runs", "collect_planes", "results_table", "make
            "split_label"]
 
 _ALGORITHM_NAMES = {"fedavg": "FedAvg", "fedsam": "FedSAM", "fedasam": "FedASAM", "mofedsam": "MoFedSAM", "fedgamma": "FedGAMMA",
-                    "fedlesam": "FedLESAM", "fedgloss": "FedGloSS"}
+                    "fedlesam": "FedLESAM", "fedgloss": "FedGloSS", "fedspeed": "FedSpeed"}
 # The paper's six first, then the later methods; a user's method (package.module:Class, shown as Class) after them all.
 _ALGORITHM_ORDER = ["FedAvg", "FedSAM", "FedASAM", "FedAvg+SWA", "FedSAM+SWA", "FedASAM+SWA",
-                    "MoFedSAM", "FedGAMMA", "FedLESAM", "FedGloSS", "MoFedSAM+SWA", "FedGAMMA+SWA", "FedLESAM+SWA", "FedGloSS+SWA"]
+                    "MoFedSAM", "FedGAMMA", "FedLESAM", "FedGloSS", "FedSpeed",
+                    "MoFedSAM+SWA", "FedGAMMA+SWA", "FedLESAM+SWA", "FedGloSS+SWA", "FedSpeed+SWA"]
 _COLORS = {"FedAvg": "#1f77b4", "FedSAM": "#ff7f0e", "FedASAM": "#2ca02c",
            "FedAvg+SWA": "#6baed6", "FedSAM+SWA": "#fdae6b", "FedASAM+SWA": "#74c476",
-           "MoFedSAM": "#d62728", "FedGAMMA": "#9467bd", "FedLESAM": "#8c564b", "FedGloSS": "#e377c2",
-           "MoFedSAM+SWA": "#ff9896", "FedGAMMA+SWA": "#c5b0d5", "FedLESAM+SWA": "#c49c94", "FedGloSS+SWA": "#f7b6d2"}
+           "MoFedSAM": "#d62728", "FedGAMMA": "#9467bd", "FedLESAM": "#8c564b", "FedGloSS": "#e377c2", "FedSpeed": "#bcbd22",
+           "MoFedSAM+SWA": "#ff9896", "FedGAMMA+SWA": "#c5b0d5", "FedLESAM+SWA": "#c49c94", "FedGloSS+SWA": "#f7b6d2", "FedSpeed+SWA": "#dbdb8d"}
 _PAPER_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
              "xtick.labelsize": 8, "ytick.labelsize": 8}
 

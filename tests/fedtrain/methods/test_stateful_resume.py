@@ -1,4 +1,4 @@
-"""FedLESAM's server state and FedGloSS's server and client states survive a crash: the resumed run equals an uninterrupted one bit for bit."""
+"""FedLESAM's server state and FedGloSS's and FedSpeed's server and client states survive a crash: the resumed run equals an uninterrupted one bit for bit."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def _metrics(run) -> list[dict]:
 @pytest.mark.parametrize("algorithm, server_keys, client_keys", [
     ("fedlesam", {"global_update"}, set()),
     ("fedgloss", {"sigma", "pseudo_grad"}, {"dual"}),
+    ("fedspeed", {"h_sum"}, {"h"}),
 ])
 def test_a_run_crashed_after_a_checkpoint_and_resumed_ends_bit_identical(tmp_path, algorithm, server_keys, client_keys):
     config = _config(algorithm)
