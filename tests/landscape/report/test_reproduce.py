@@ -230,9 +230,10 @@ def test_a_plan_written_before_the_settings_records_is_still_continued(smoke, tm
         reproduce("smoke", copy, seeds=1)
 
 
-@pytest.mark.parametrize("saved_plan", ["figures/plan.json", "tests/landscape/report/data/quick-plan-before-settings-records.json"])
+@pytest.mark.parametrize("saved_plan", ["figures/quick-one-seed/plan.json",
+                                        "tests/landscape/report/data/quick-plan-before-settings-records.json"])
 def test_the_committed_quick_plans_still_ask_for_the_quick_preset(saved_plan):
-    """The committed reproduction's plan, and one saved before the settings records existed, continue."""
+    """The committed one-seed quick reproduction's plan, and one saved before the settings records existed, continue."""
     from pathlib import Path
 
     from landscape.report.reproduce import _same_plan
@@ -243,6 +244,17 @@ def test_the_committed_quick_plans_still_ask_for_the_quick_preset(saved_plan):
     quick = {"preset": "quick", "seeds": 1, "settings": REPRODUCE_PRESETS["quick"].to_dict()}
     assert _same_plan(saved, quick)
     assert not _same_plan(saved, {**quick, "seeds": 2})
+
+
+def test_the_committed_reproduction_plan_is_the_fashion_mnist_preset_with_three_seeds():
+    from pathlib import Path
+
+    from landscape.report.reproduce import _same_plan
+
+    saved = json.loads((Path(__file__).parents[3] / "figures/plan.json").read_text())
+    plan = {"preset": "fashion-mnist", "seeds": 3, "settings": REPRODUCE_PRESETS["fashion-mnist"].to_dict()}
+    assert _same_plan(saved, plan)
+    assert not _same_plan(saved, {**plan, "seeds": 1})
 
 
 def test_the_report_page_holds_the_figures_claims_plan_timings_and_commands(smoke):
