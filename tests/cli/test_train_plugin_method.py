@@ -15,15 +15,11 @@ from click.testing import CliRunner
 from fedlandscape_cli import main
 from fedtrain.checkpoint import load_checkpoint
 from fedtrain.config import TrainConfig
-from fedtrain.run import train
 from tests.cli.test_train import TINY, _restore_threads  # noqa: F401 (autouse fixture)
+from tests.fedtrain.test_run import train_interrupted
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "fedprox.py"
 ARGS = [*TINY, "--rounds", "6", "--checkpoint-every", "1", "--seed", "2", "--algorithm", "myfile:FedProx", "--method-arg", "mu=0.5"]
-
-
-class _Stop(Exception):
-    pass
 
 
 @pytest.fixture
@@ -66,11 +62,7 @@ def test_a_users_method_trains_resumes_exactly_and_is_analysed_without_being_imp
     assert not all(torch.equal(final.weights[k], plain.weights[k]) for k in final.weights)
 
     # interrupted after round 3 (latest.pt written), then resumed from the command line: bit-identical
-    def stop(event):
-        if event["round"] == 3:
-            raise _Stop
-    with pytest.raises(_Stop):
-        train(TrainConfig.from_dict({**config, "device": "cpu"}), resumed, progress=stop, threads=1)
+    train_interrupted(TrainConfig.from_dict({**config, "device": "cpu"}), resumed, after_round=3, threads=1)
     assert load_checkpoint(resumed / "checkpoints" / "latest.pt").round == 3
     result = _invoke("train", "--resume", str(resumed))
     assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ from fedtrain.config import TrainConfig
 from fedtrain.errors import ConfigError
 from fedtrain.round import plan_round
 from fedtrain.server import select_clients
+from tests.fedtrain.test_run import train_interrupted
 
 # Rounds 0..4 of 5 among 20 clients: np.random.seed(t); np.random.choice(20, 5, replace=False), sorted
 # (computed once with NumPy 2.4 and written out, so a change in the draw fails here and not only in a comparison).
@@ -84,10 +85,6 @@ def test_plan_round_draws_with_the_configured_scheme():
     assert list(plan_round(config.replace(client_sampling="toolkit"), 0).clients) == select_clients(7, 0, 20, 5)
 
 
-class _Stop(Exception):
-    """Raised by the progress callback to interrupt a run after a chosen round."""
-
-
 def test_a_reference_sampled_run_trains_those_clients_and_resumes_exactly(tmp_path):
     from fedtrain.checkpoint import load_checkpoint
     from fedtrain.run import TIMING_FIELDS, train
@@ -100,12 +97,7 @@ def test_a_reference_sampled_run_trains_those_clients_and_resumes_exactly(tmp_pa
     train(config, tmp_path / "full", progress=events.append)
     assert [list(e["clients"]) for e in events] == [_reference_code_draw(t, 8, 3) for t in range(6)]
 
-    def stop_after_round_5(event: dict) -> None:
-        if event["round"] == 5:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train(config, tmp_path / "cut", progress=stop_after_round_5)
+    train_interrupted(config, tmp_path / "cut", after_round=5)
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "latest.pt").round == 4  # really interrupted mid-run
     train(None, tmp_path / "cut", resume=True)
     a = load_checkpoint(tmp_path / "cut" / "checkpoints" / "final.pt")

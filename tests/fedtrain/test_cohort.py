@@ -26,6 +26,7 @@ from fedtrain.round import RoundData, federated_round
 from fedtrain.sam import weight_mask
 from fedtrain.server import ServerState
 from tests.fedtrain.test_run import _one_thread  # noqa: F401 (autouse fixture: one torch thread, restored)
+from tests.fedtrain.test_run import train_interrupted
 
 # Measured on this CPU (float32, 1 thread, torch 2.13): the largest |vmap - sequential| over every weight after the
 # 4 rounds of test_vmap_rounds_equal_sequential_rounds_after_four_rounds was 3.0e-8 (FedAvg), 3.0e-8 (FedSAM),
@@ -261,10 +262,6 @@ def test_the_record_says_the_mode_and_whether_steps_are_padded():
 # --- a whole run in vmap mode -------------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """Raised by the progress callback to interrupt a run after a chosen round."""
-
-
 def test_a_vmap_run_records_its_mode_and_an_interrupted_one_resumes_bit_identical(tmp_path):
     from fedtrain.checkpoint import load_checkpoint
     from fedtrain.run import TIMING_FIELDS, train
@@ -276,12 +273,7 @@ def test_a_vmap_run_records_its_mode_and_an_interrupted_one_resumes_bit_identica
     assert summary["cohort_used"] == {"mode": "vmap", "max_chunk": 0, "compile": False, "unequal_steps": "none"}
     assert json.loads((tmp_path / "full" / "config.json").read_text())["cohort"] == "vmap"
 
-    def stop_after_round_5(event: dict) -> None:
-        if event["round"] == 5:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train(config, tmp_path / "cut", progress=stop_after_round_5)
+    train_interrupted(config, tmp_path / "cut", after_round=5)
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "latest.pt").round == 4  # really interrupted mid-run
     train(None, tmp_path / "cut", resume=True)
 

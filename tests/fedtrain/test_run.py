@@ -30,6 +30,21 @@ def tiny(**changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+class _Interrupted(Exception):
+    """What :func:`train_interrupted`'s progress callback raises: the run stops as a kill after that round would."""
+
+
+def train_interrupted(config, out, *, after_round: int, **train_kwargs) -> None:
+    """Train ``config`` into ``out`` and stop it once the progress event of round ``after_round`` is reported."""
+
+    def stop(event):
+        if event["round"] == after_round:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train(config, out, progress=stop, **train_kwargs)
+
+
 def metrics_without_timing(run_dir):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS} for line in lines]

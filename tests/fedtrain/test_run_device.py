@@ -12,6 +12,7 @@ from fedtrain.errors import ConfigError
 from fedtrain.io import read_json
 from fedtrain.run import TIMING_FIELDS, train
 from tests.conftest import write_cifar
+from tests.fedtrain.test_run import train_interrupted
 
 # On CUDA, one round of the tiny CNN below agrees with the CPU to float32 rounding (TF32 is off in train):
 # a few SGD/SAM steps change the weights by ~1e-2, and kernel summation order moves them by ~1e-7.
@@ -80,15 +81,7 @@ def test_resume_on_the_same_device_is_exact(tmp_path, device):
     # sum in a varying order and a resume agrees only to rounding).
     config = tiny(device=device.type, deterministic=device.type == "cuda", rounds=8)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_round_5(event):
-        if event["round"] == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(config, tmp_path / "killed", progress=stop_after_round_5)
+    train_interrupted(config, tmp_path / "killed", after_round=5)
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "latest.pt").round == 4
     train(None, tmp_path / "killed", resume=True)
     train(config, tmp_path / "full")

@@ -4,11 +4,11 @@ import os
 import shutil
 import subprocess
 
-import pytest
 import torch
 
 from fedtrain.checkpoint import load_checkpoint
 from tests.fedtrain.test_resume import kill_after, landscape, metrics
+from tests.fedtrain.test_run import train_interrupted
 
 ARGS = [
     "--dataset", "synthetic", "--model", "mlp", "--num-clients", "6", "--samples-per-client", "40",
@@ -54,10 +54,6 @@ def test_a_fedgamma_run_killed_and_resumed_equals_the_uninterrupted_run_and_need
     assert not _states_equal(lost.weights, b.weights)  # without the saved state the resume would not be exact
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_a_mofedsam_run_interrupted_and_resumed_in_process_keeps_its_direction_exactly(tmp_path):
     from fedtrain.config import TrainConfig
     from fedtrain.run import train
@@ -66,13 +62,8 @@ def test_a_mofedsam_run_interrupted_and_resumed_in_process_keeps_its_direction_e
                          batch_size=8, rounds=6, lr=0.05, algorithm="mofedsam", method_args={"alpha": 0.5},
                          eval_every=3, checkpoint_every=1, seed=3, device="cpu")
 
-    def stop(event):
-        if event["round"] == 3:
-            raise _Stop
-
     train(config, tmp_path / "full", threads=1)
-    with pytest.raises(_Stop):
-        train(config, tmp_path / "resumed", progress=stop, threads=1)
+    train_interrupted(config, tmp_path / "resumed", after_round=3, threads=1)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt").state["method_state"]["direction"]
     train(None, tmp_path / "resumed", resume=True, threads=1)
     a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "final.pt") for run in ("resumed", "full"))
